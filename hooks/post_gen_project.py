@@ -1,0 +1,84 @@
+"""Shape the generated project to the answers: one Dockerfile per variant, only the chosen tasks.
+
+The template always contains every variant and task; this hook removes what was not chosen
+(Cookiecutter cannot skip directories by name) and renders ``docker/variant.Dockerfile.j2``
+once per selected CUDA line from the version matrix in ``cookiecutter.json``, so adding a line
+to that matrix is the only change a new CUDA version needs.
+
+The hook touches only files inside the project: no network, git or docker, and running it again
+on a fresh copy gives the same result, as ``cruft update`` requires.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import jinja2
+
+ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
+
+DOCKERFILE_TEMPLATE = Path("docker", "variant.Dockerfile.j2")
+# Answer -> the name of the task's img-man template and of its module in tasks/.
+TASKS = {"task_training": "training", "task_mining": "mining", "task_infer": "infer"}
+ANSWERS_FILE = ".cookiecutter.json"
+
+
+def remove(path):
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def selected_variants(answers):
+    return answers["__variants"].split(",")
+
+
+def prune_tasks(answers, package_dir):
+    for key, task in TASKS.items():
+        if not answers[key]:
+            remove(Path("img-man", f"{task}-template.yaml"))
+            remove(package_dir / "tasks" / f"{task}.py")
+
+
+def render_dockerfiles(answers):
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(DOCKERFILE_TEMPLATE.parent)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    template = environment.get_template(DOCKERFILE_TEMPLATE.name)
+    for variant in selected_variants(answers):
+        text = template.render(
+            variant=variant,
+            line=answers["_version_matrix"][variant],
+            stack=answers["_openmmlab_stack"],
+            cookiecutter=answers,
+        )
+        Path("docker", f"{variant}.Dockerfile").write_text(text, encoding="utf-8")
+    remove(DOCKERFILE_TEMPLATE)
+
+
+def write_answers(answers):
+    """Record the public answers as a Cookiecutter user config.
+
+    ``cookiecutter --no-input --config-file .cookiecutter.json <template>`` regenerates the
+    project with the same choices, while the private values (the version matrix) come from the
+    template version used then, so a regeneration picks up new CUDA lines.
+    """
+    public = {key: value for key, value in answers.items() if not key.startswith("_")}
+    Path(ANSWERS_FILE).write_text(
+        json.dumps({"default_context": public}, indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+
+
+def main():
+    package_dir = Path("src", ANSWERS["package_name"])
+    prune_tasks(ANSWERS, package_dir)
+    render_dockerfiles(ANSWERS)
+    write_answers(ANSWERS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The hooks: bad answers are refused cleanly, hostile but legal answers bake as data."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+import yaml
+from conftest import TEMPLATE, bake, project_files, run, tool
+from cookiecutter.exceptions import FailedHookException
+
+# (answers, a fragment of the expected ERROR line)
+BAD_ANSWERS = [
+    ({"executor_name": "   "}, "executor_name is empty"),
+    ({"executor_name": "x" * 51}, "YMIR allows at most 50"),
+    ({"executor_name": "Two\nLines"}, "line break"),
+    ({"project_slug": "My Exec"}, "project_slug 'My Exec' is not valid"),
+    ({"project_slug": "-exec"}, "project_slug '-exec' is not valid"),
+    ({"package_name": "1exec"}, "not a valid Python package name"),
+    ({"package_name": "class"}, "not a valid Python package name"),
+    ({"package_name": "yaml"}, "would shadow a module"),
+    ({"package_name": "json"}, "would shadow a module"),
+    ({"task_training": False, "task_mining": False, "task_infer": False}, "no task selected"),
+    ({"cuda_variants": "cu102,cpu"}, "unknown entries ['cu102']"),
+    ({"cuda_variants": ""}, "cuda_variants is empty"),
+    ({"cuda_variants": " , "}, "cuda_variants is empty"),
+    ({"cuda_variants": "cu118,cpu,cu118"}, "lists ['cu118'] more than once"),
+    ({"image_repository": "MyOrg/Exec"}, "not a Docker repository name"),
+    ({"image_repository": "myorg//exec"}, "not a Docker repository name"),
+    ({"ymir_version": "latest"}, "ymir_version 'latest' is not a version"),
+    ({"author_email": "nobody"}, "not an e-mail address"),
+    ({"description": "one\ntwo"}, "description contains a line break"),
+    ({"framework": "mmsegmentation"}, "framework mmsegmentation does not do detection"),
+    (
+        {"framework": "mmdetection", "target": "semantic-segmentation"},
+        "framework mmdetection does not do semantic-segmentation",
+    ),
+    ({"framework": "mmdetection"}, "is not available yet"),
+    ({"framework": "auto", "target": "semantic-segmentation"}, "is not available yet"),
+]
+
+
+@pytest.mark.parametrize(("answers", "message"), BAD_ANSWERS)
+def test_bad_answers_are_refused_and_leave_nothing(cookies, tmp_path, capfd, answers, message):
+    result = cookies.bake(extra_context=answers)
+    assert result.exit_code != 0
+    assert isinstance(result.exception, FailedHookException)
+    assert result.project_path is None
+    error = capfd.readouterr().err
+    assert "ERROR: " in error and message in error, error
+    # pytest-cookies bakes into <tmp_path>/bake00: nothing may be left there.
+    assert [path for path in tmp_path.rglob("*") if path.is_file()] == []
+
+
+def test_unknown_choice_is_refused_before_any_hook(cookies):
+    result = cookies.bake(extra_context={"target": "classification"})
+    assert result.exit_code != 0
+    assert isinstance(result.exception, ValueError)
+
+
+def test_derived_names(cookies):
+    project = bake(cookies, executor_name="Fancy Détecteur 2")
+    assert project.name == "fancy-detecteur-2"
+    assert (project / "src" / "fancy_detecteur_2" / "__main__.py").exists()
+
+
+HOSTILE = {
+    "executor_name": 'O\'Brien "Quoted" \\ Détecteur',
+    "description": "He said \"hi\" \\ and 'bye' \"\"\" ''' \\n tab\t end \\",
+    "author_name": 'Zoë "Z" O\'Neil \\',
+    "author_email": "zoe+ymir@example.org",
+}
+INJECTION = '"""; import pathlib; pathlib.Path("PWNED").touch(); """'
+
+
+def test_hostile_strings_bake_as_data(cookies, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    project = bake(cookies, **HOSTILE)
+    assert project.name == "obrien-quoted-detecteur"
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["description"] == HOSTILE["description"]
+    assert pyproject["project"]["authors"][0]["name"] == HOSTILE["author_name"]
+    recorded = json.loads((project / ".cookiecutter.json").read_text(encoding="utf-8"))
+    assert recorded["default_context"]["executor_name"] == HOSTILE["executor_name"]
+    assert HOSTILE["executor_name"] in (project / "README.md").read_text(encoding="utf-8")
+    for name in project_files(project):
+        if name.endswith((".yaml", ".yml")):
+            yaml.safe_load((project / name).read_text(encoding="utf-8"))
+    run([tool("ruff"), "check", "."], cwd=project)
+
+
+def test_hooks_treat_answers_as_data(cookies, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    project = bake(cookies, description=INJECTION, author_name=INJECTION)
+    assert not list(tmp_path.rglob("PWNED")) and not (TEMPLATE / "PWNED").exists()
+    assert not (project / "PWNED").exists()
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["description"] == INJECTION
+
+
+def test_post_gen_is_idempotent(cookies, tmp_path):
+    """cruft re-runs the hooks on fresh copies: two bakes of the same answers are identical."""
+    first = bake(cookies, target="semantic-segmentation", task_mining=False)
+    second = bake(cookies, target="semantic-segmentation", task_mining=False)
+    assert project_files(first) == project_files(second)
+    for name in project_files(first):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name

@@ -1,0 +1,191 @@
+"""The option matrix: every target x task subset x CUDA set bakes into exactly the right project.
+
+Each bake is checked statically: the exact file set, no unrendered Jinja, parseable YAML / TOML /
+HCL, a manifest and templates that match the answers, Dockerfiles that agree with the version
+matrix, and clean ruff and hadolint runs on the output.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import hcl2
+import pytest
+import yaml
+from conftest import (
+    DEFAULT_VARIANTS,
+    LETTER_TASK,
+    MATRIX,
+    OBJECT_TYPES,
+    TARGETS,
+    TASK_SUBSETS,
+    bake,
+    expected_files,
+    project_files,
+    run,
+    task_answers,
+    tool,
+)
+
+CUDA_SETS = {
+    "default": DEFAULT_VARIANTS,
+    "every-line": list(MATRIX),
+    "cpu-only": ["cpu"],
+}
+# GitHub Actions expressions are copied verbatim into workflows; anything else in braces is not.
+GITHUB_EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
+JINJA_LEFTOVER = re.compile(r"\{\{|\{%|\{#|\}\}|%\}")
+RESERVED_KEYS = {
+    "class_names",
+    "gpu_id",
+    "gpu_count",
+    "task_id",
+    "pretrained_model_params",
+    "model_params_path",
+    "object_type",
+}
+
+
+def check_no_jinja(project):
+    for name in project_files(project):
+        text = (project / name).read_text(encoding="utf-8")
+        if name.startswith(".github/workflows/"):
+            text = GITHUB_EXPRESSION.sub("", text)
+        match = JINJA_LEFTOVER.search(text)
+        assert match is None, f"unrendered Jinja {match.group()!r} in {name}"
+
+
+def check_img_man(project, target, letters):
+    manifest = yaml.safe_load((project / "img-man/manifest.yaml").read_text())
+    assert manifest == {"object_type": OBJECT_TYPES[target]}
+    for letter, task in LETTER_TASK.items():
+        path = project / "img-man" / f"{task}-template.yaml"
+        assert path.exists() == (letter in letters)
+        if not path.exists():
+            continue
+        template = yaml.safe_load(path.read_text())
+        assert isinstance(template, dict) and template, f"{path.name} must declare the task"
+        for key, value in template.items():
+            assert len(key) <= 50
+            assert isinstance(value, (str, int, float, bool)), f"{key} is not a flat scalar"
+            if isinstance(value, str):
+                assert len(value) <= 100
+        assert not RESERVED_KEYS & set(template), "reserved keys must stay commented out"
+        if task == "training":
+            family = "ark" if target == "detection" else "seg-coco"
+            assert template["export_format"] == f"{family}:raw"
+
+
+def check_dockerfile(project, variant):
+    text = (project / "docker" / f"{variant}.Dockerfile").read_text()
+    line = MATRIX[variant]
+    assert f"ARG BASE_IMAGE={line['base_image']}" in text
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}", text, re.M)
+    assert 'CMD ["bash", "/usr/bin/start.sh"]' in text
+    assert "# syntax" not in text
+    for entrypoint in re.findall(r"^ENTRYPOINT (.*)$", text, re.M):
+        assert entrypoint.strip() == "[]", "only an empty ENTRYPOINT is allowed"
+    assert ":latest" not in text
+    if variant == "cpu":
+        assert f"ARG TORCH_VERSION={line['torch']}" in text
+        assert f"ARG TORCH_INDEX_URL={line['torch_index']}" in text
+
+
+def check_bake_file(project, variants, letters, answers):
+    bake_file = hcl2.loads((project / "docker-bake.hcl").read_text())
+    targets = {}
+    for block in bake_file["target"]:
+        targets.update(block)
+    assert set(targets) == set(variants)
+    slug = answers["project_slug"]
+    for variant in variants:
+        target = targets[variant]
+        assert target["dockerfile"] == f"docker/{variant}.Dockerfile"
+        tag = f"ymir{answers['ymir_version']}-{slug}-{variant}-{letters}"
+        assert any(tag in t for t in target["tags"]), target["tags"]
+
+
+@pytest.mark.parametrize("cuda_set", sorted(CUDA_SETS))
+@pytest.mark.parametrize("letters", TASK_SUBSETS)
+@pytest.mark.parametrize("target", TARGETS)
+def test_bake_matrix(cookies, target, letters, cuda_set):
+    variants = CUDA_SETS[cuda_set]
+    answers = {
+        "executor_name": "Matrix Exec",
+        "target": target,
+        "cuda_variants": ",".join(variants),
+        **task_answers(letters),
+    }
+    project = bake(cookies, **answers)
+    answers.update(project_slug="matrix-exec", ymir_version="2.5.0")
+    assert project.name == "matrix-exec"
+
+    assert project_files(project) == expected_files("matrix_exec", letters, variants)
+    check_no_jinja(project)
+    check_img_man(project, target, letters)
+    for variant in variants:
+        check_dockerfile(project, variant)
+    check_bake_file(project, variants, letters, answers)
+
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "matrix-exec"
+    assert pyproject["project"]["requires-python"] == ">=3.8"
+    assert pyproject["tool"]["ruff"]["target-version"] == "py38"
+    for name in [
+        ".pre-commit-config.yaml",
+        ".github/workflows/ci.yml",
+        ".github/workflows/images.yml",
+        ".hadolint.yaml",
+    ]:
+        assert isinstance(yaml.safe_load((project / name).read_text()), dict), name
+
+    run([tool("ruff"), "check", "."], cwd=project)
+    run([tool("ruff"), "format", "--check", "."], cwd=project)
+    dockerfiles = [f"docker/{variant}.Dockerfile" for variant in variants]
+    run([tool("hadolint"), "--config", ".hadolint.yaml", *dockerfiles], cwd=project)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_generated_sources_run_on_python_38(cookies, target):
+    """The cu111 / cu113 bases ship Python 3.8: the generated code must not need newer."""
+    project = bake(cookies, target=target)
+    run(
+        [
+            tool("vermin"),
+            "--no-tips",
+            "--violations",
+            "-t=3.8-",
+            "--eval-annotations",
+            "--backport",
+            "dataclasses",
+            "src",
+            "tests",
+        ],
+        cwd=project,
+    )
+
+
+def test_every_matrix_line_renders_a_dockerfile(cookies):
+    """Adding a line to the matrix is a one-place change: it must render like the others."""
+    project = bake(cookies, cuda_variants=",".join(MATRIX))
+    for variant, line in MATRIX.items():
+        check_dockerfile(project, variant)
+        if line["cuda"]:
+            assert line["cuda"] in line["base_image"]
+            assert line["torch"] in line["base_image"]
+
+
+def test_answers_are_recorded(cookies):
+    project = bake(
+        cookies,
+        executor_name="Recorded",
+        target="instance-segmentation",
+        cuda_variants="cpu",
+        task_mining=False,
+    )
+    recorded = yaml.safe_load((project / ".cookiecutter.json").read_text())["default_context"]
+    assert recorded["executor_name"] == "Recorded"
+    assert recorded["target"] == "instance-segmentation"
+    assert recorded["task_mining"] is False
+    assert not [key for key in recorded if key.startswith("_")]

@@ -1,0 +1,153 @@
+"""The typed context handed to the author's task functions.
+
+Everything a task needs from the platform is here, already parsed and checked: paths, typed
+hyper-parameters with template defaults, class names, the device, the datasets, the model
+package, a progress callback and the result writer for the task. Task code never reads
+``env.yaml`` or ``config.yaml`` and never writes ``/out`` files by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import dataset, models
+from .env import Env
+from .errors import ErrorCode, ExecutorError
+from .params import Params
+from .results import DetectionResult, MiningResult, SegmentationResult, TrainingResult
+
+TARGET_NAMES = {2: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
+TASKS = ("training", "mining", "infer")
+
+
+@dataclass
+class TaskContext:
+    """What one task (training, mining or infer) gets to work with."""
+
+    task: str
+    env: Env
+    params: Params
+    config: dict
+    object_type: int
+    class_names: list[str]
+    gpu_ids: list[int]
+    progress: Callable[[float], None]
+    results: Any
+    model: models.ModelPackage
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def legacy(self) -> bool:
+        """True on YMIR 1.1 (no ``protocol_version``): older result formats are written."""
+        return self.env.legacy
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` when the platform gave no GPU (``gpu_id`` empty or ``gpu_count`` 0)."""
+        return "cuda:0" if self.gpu_ids else "cpu"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space under ``/out`` (``/in`` is read-only on the platform)."""
+        path = self.env.output.root_dir / "work"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def train_items(self) -> list[dataset.DatasetItem]:
+        """The training set; images that cannot be read are skipped with a warning."""
+        return self._split("train", self.env.input.training_index_file)
+
+    def val_items(self) -> list[dataset.DatasetItem]:
+        """The validation set; images that cannot be read are skipped with a warning."""
+        return self._split("val", self.env.input.val_index_file)
+
+    def candidates(self) -> list[Path]:
+        """The images to mine or infer, in the order of the candidate index."""
+        if "candidates" not in self._cache:
+            self._cache["candidates"] = dataset.read_candidates(
+                _required(self.env.input.candidate_index_file, "candidate_index_file")
+            )
+        return self._cache["candidates"]
+
+    def _split(self, name: str, index_file: Path | None) -> list[dataset.DatasetItem]:
+        if name not in self._cache:
+            annotation_format = dataset.parse_export_format(
+                str(self.config.get("export_format") or ""), self.object_type
+            )
+            items = dataset.read_split(
+                _required(index_file, f"{name} index file"),
+                self.class_names,
+                annotation_format,
+                self.object_type,
+                legacy=self.legacy,
+            )
+            self._cache[name] = dataset.require_items(items, name)
+        return self._cache[name]
+
+
+def _required(path: Path | None, what: str) -> Path:
+    if path is None:
+        raise ExecutorError(ErrorCode.CONFIG, f"env.yaml gives no {what} for this task")
+    return path
+
+
+def class_names_from(config: dict) -> list[str]:
+    """``class_names`` as the platform injects it: a non-empty list of unique names."""
+    names = config.get("class_names")
+    if isinstance(names, str):
+        # Hand-written configs sometimes give "a,b"; the platform always writes a list.
+        names = [part for part in names.split(",") if part.strip()]
+    if not isinstance(names, list) or not names:
+        raise ExecutorError(
+            ErrorCode.CONFIG, "config.yaml has no class_names list; the platform always sets it"
+        )
+    cleaned = [str(name).strip().lower() for name in names]
+    duplicates = sorted({name for name in cleaned if cleaned.count(name) > 1})
+    if duplicates or not all(cleaned):
+        raise ExecutorError(
+            ErrorCode.CONFIG, f"class_names must be unique non-empty names, got {names}"
+        )
+    return cleaned
+
+
+def gpu_ids_from(config: dict) -> list[int]:
+    """In-container GPU indices; an empty ``gpu_id`` or ``gpu_count: 0`` means CPU."""
+    gpu_id = str(config.get("gpu_id") or "").strip()
+    try:
+        count = int(config.get("gpu_count") or 0)
+    except (TypeError, ValueError) as error:
+        raise ExecutorError(
+            ErrorCode.CONFIG, f"gpu_count must be an integer, got {config.get('gpu_count')!r}"
+        ) from error
+    if not gpu_id or count == 0:
+        return []
+    try:
+        return [int(part) for part in gpu_id.split(",") if part.strip()]
+    except ValueError as error:
+        raise ExecutorError(
+            ErrorCode.CONFIG, f"gpu_id must list GPU indices like '0,1', got {gpu_id!r}"
+        ) from error
+
+
+def model_paths(config: dict, key: str) -> list[str]:
+    """``pretrained_model_params`` / ``model_params_path``: absent means no model was chosen."""
+    paths = config.get(key) or []
+    if isinstance(paths, str):
+        paths = [part for part in paths.split(",") if part.strip()]
+    if not isinstance(paths, list):
+        raise ExecutorError(ErrorCode.CONFIG, f"{key} must be a list of paths, got {paths!r}")
+    return [str(path) for path in paths]
+
+
+def result_writer(task: str, env: Env, object_type: int, class_names: Sequence[str],
+                  candidates: Callable[[], list[Path]]) -> Any:
+    """The validated writer for the task's output file."""
+    if task == "training":
+        return TrainingResult(env.output, object_type, env.legacy)
+    if task == "mining":
+        return MiningResult(env.output, candidates())
+    if object_type == 2:
+        return DetectionResult(env.output, candidates(), list(class_names), env.legacy)
+    return SegmentationResult(env.output, candidates(), list(class_names), object_type)
