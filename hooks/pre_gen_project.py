@@ -61,8 +61,6 @@ def problems(answers):
         found.append("executor_name is empty; give the executor a display name")
     elif len(name) > MAX_NAME:
         found.append(f"executor_name has {len(name)} characters; YMIR allows at most {MAX_NAME}")
-    elif "\n" in name or "\r" in name:
-        found.append("executor_name contains a line break; use a single line")
 
     slug = answers["project_slug"]
     if not SLUG.match(slug) or len(slug) > MAX_NAME:
@@ -83,10 +81,12 @@ def problems(answers):
             "choose another name"
         )
 
-    if "\n" in answers["description"]:
-        found.append("description contains a line break; use a single line")
-    if "\n" in answers["author_name"]:
-        found.append("author_name contains a line break; use a single line")
+    for key in ("executor_name", "description", "author_name"):
+        if any(ord(char) < 32 or ord(char) == 127 for char in answers[key]):
+            found.append(
+                f"{key} contains a line break or another control character; use a single line "
+                "of printable text"
+            )
     email = answers["author_email"]
     if email and not EMAIL.match(email):
         found.append(f"author_email {email!r} is not an e-mail address; leave it empty or fix it")

@@ -102,6 +102,7 @@ def expected_files(package: str, letters: str, variants: list[str]) -> set[str]:
         "test_params.py",
         "test_results.py",
         "test_verify.py",
+        "test_atomic.py",
     ]
     files |= {f"tests/{name}" for name in test_files}
     for letter in letters:

@@ -14,7 +14,8 @@ from cookiecutter.exceptions import FailedHookException
 BAD_ANSWERS = [
     ({"executor_name": "   "}, "executor_name is empty"),
     ({"executor_name": "x" * 51}, "YMIR allows at most 50"),
-    ({"executor_name": "Two\nLines"}, "line break"),
+    ({"executor_name": "Two\nLines"}, "executor_name contains a line break"),
+    ({"author_name": "Bell\a"}, "author_name contains a line break or another control"),
     ({"project_slug": "My Exec"}, "project_slug 'My Exec' is not valid"),
     ({"project_slug": "-exec"}, "project_slug '-exec' is not valid"),
     ({"package_name": "1exec"}, "not a valid Python package name"),
@@ -31,6 +32,7 @@ BAD_ANSWERS = [
     ({"ymir_version": "latest"}, "ymir_version 'latest' is not a version"),
     ({"author_email": "nobody"}, "not an e-mail address"),
     ({"description": "one\ntwo"}, "description contains a line break"),
+    ({"description": "tab\tseparated"}, "description contains a line break"),
     ({"framework": "mmsegmentation"}, "framework mmsegmentation does not do detection"),
     (
         {"framework": "mmdetection", "target": "semantic-segmentation"},
@@ -67,7 +69,7 @@ def test_derived_names(cookies):
 
 HOSTILE = {
     "executor_name": 'O\'Brien "Quoted" \\ Détecteur',
-    "description": "He said \"hi\" \\ and 'bye' \"\"\" ''' \\n tab\t end \\",
+    "description": "He said \"hi\" \\ and 'bye' \"\"\" ''' \\n $HOME ${x} 🙂 end \\",
     "author_name": 'Zoë "Z" O\'Neil \\',
     "author_email": "zoe+ymir@example.org",
 }
@@ -77,7 +79,7 @@ INJECTION = '"""; import pathlib; pathlib.Path("PWNED").touch(); """'
 def test_hostile_strings_bake_as_data(cookies, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     project = bake(cookies, **HOSTILE)
-    assert project.name == "obrien-quoted-detecteur"
+    assert project.name == "o-brien-quoted-detecteur"
     pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
     assert pyproject["project"]["description"] == HOSTILE["description"]
     assert pyproject["project"]["authors"][0]["name"] == HOSTILE["author_name"]

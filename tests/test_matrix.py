@@ -93,17 +93,36 @@ def check_dockerfile(project, variant):
 
 
 def check_bake_file(project, variants, letters, answers):
-    bake_file = hcl2.loads((project / "docker-bake.hcl").read_text())
+    bake_file = hcl2.loads(
+        (project / "docker-bake.hcl").read_text(),
+        serialization_options=hcl2.utils.SerializationOptions(strip_string_quotes=True),
+    )
+    variables = {}
+    for block in bake_file["variable"]:
+        variables.update({name: body["default"] for name, body in block.items()})
+    assert variables["IMAGE_REPOSITORY"] == answers["image_repository"]
+    assert variables["YMIR_VERSION"] == answers["ymir_version"]
     targets = {}
     for block in bake_file["target"]:
         targets.update(block)
     assert set(targets) == set(variants)
-    slug = answers["project_slug"]
+    groups = {}
+    for block in bake_file["group"]:
+        groups.update(block)
+    assert set(groups["all"]["targets"]) == set(variants)
+    compiled = {v for v in variants if MATRIX[v]["mmcv_install"] == "compile"}
+    assert set(groups["compile"]["targets"]) == compiled
+    assert set(groups["default"]["targets"]) == set(variants) - compiled
     for variant in variants:
         target = targets[variant]
         assert target["dockerfile"] == f"docker/{variant}.Dockerfile"
-        tag = f"ymir{answers['ymir_version']}-{slug}-{variant}-{letters}"
-        assert any(tag in t for t in target["tags"]), target["tags"]
+        (tag,) = target["tags"]
+        for name, value in variables.items():
+            tag = tag.replace("${" + name + "}", value)
+        assert tag == (
+            f"{answers['image_repository']}:ymir{answers['ymir_version']}-"
+            f"{answers['project_slug']}-{variant}-{letters}"
+        )
 
 
 @pytest.mark.parametrize("cuda_set", sorted(CUDA_SETS))
@@ -118,7 +137,9 @@ def test_bake_matrix(cookies, target, letters, cuda_set):
         **task_answers(letters),
     }
     project = bake(cookies, **answers)
-    answers.update(project_slug="matrix-exec", ymir_version="2.5.0")
+    answers.update(
+        project_slug="matrix-exec", ymir_version="2.5.0", image_repository="myorg/ymir-executor"
+    )
     assert project.name == "matrix-exec"
 
     assert project_files(project) == expected_files("matrix_exec", letters, variants)
@@ -156,9 +177,6 @@ def test_generated_sources_run_on_python_38(cookies, target):
             "--no-tips",
             "--violations",
             "-t=3.8-",
-            "--eval-annotations",
-            "--backport",
-            "dataclasses",
             "src",
             "tests",
         ],
