@@ -1,0 +1,82 @@
+"""Training: learn a model from the training set, evaluate it on the validation set, save it.
+
+The contract, whatever the model:
+
+- hyper-parameters come from ``ctx.params`` (defaults: ``img-man/training-template.yaml``);
+- progress goes to ``ctx.progress(fraction)`` (0..1 of this task's share of ``monitor.txt``);
+- each model stage's files are saved under ``ctx.env.output.models_dir / <stage>/`` (flat in
+  ``models_dir`` on the legacy protocol, ``ctx.legacy``) and registered with
+  ``ctx.results.add_stage(stage, files, metrics)``: file names relative to that folder, metrics
+  computed on the validation set, floats in [0, 1], including the target's main metric (``mAP``
+  for detection, ``maskAP`` for instance segmentation, ``mIoU`` for semantic segmentation).
+  The stage with the best main metric is the model the platform keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .. import baseline, evaluation
+from ..contract.images import image_size
+
+log = logging.getLogger(__name__)
+
+DETECTION, SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION = 2, 3, 4
+STAGE = "last"
+# The metrics result.yaml gets per target (names YMIR knows); the evaluator's others are logged.
+STAGE_METRICS = {
+    DETECTION: ("mAP", "mAR"),
+    INSTANCE_SEGMENTATION: ("maskAP", "boxAP", "mAP"),
+    # No box mAP exists for semantic segmentation: the result writer supplies what YMIR 2.0
+    # requires under that name, rather than a made-up number here.
+    SEMANTIC_SEGMENTATION: ("mIoU", "mAcc"),
+}
+
+
+def train(ctx: Any) -> None:
+    """Fit the baseline on the training set, evaluate it on the validation set, save it."""
+    train_items = ctx.train_items()
+    val_items = ctx.val_items()
+    num_classes = len(ctx.class_names)
+    models_dir = ctx.env.output.models_dir
+    stage_dir = models_dir if ctx.legacy else models_dir / STAGE
+    log.info("training on %d images, validating on %d", len(train_items), len(val_items))
+
+    # ---- REPLACE ME: plug your model in here ------------------------------------------------
+    # Train on train_items (ctx.device is "cpu" or "cuda:0"; a pretrained package chosen by the
+    # user is in ctx.model.files) reporting ctx.progress, predict every validation image in the
+    # result writers' formats (see baseline.predict), save the weights into stage_dir.
+    model = baseline.fit(
+        train_items,
+        num_classes,
+        ctx.object_type,
+        # Only the segmentation templates declare mask_grid_size (detection learns no mask).
+        mask_grid_size=(
+            ctx.params.mask_grid_size
+            if ctx.object_type != DETECTION
+            else baseline.DEFAULT_MASK_GRID_SIZE
+        ),
+        progress=lambda fraction: ctx.progress(0.5 * fraction),
+    )
+    predictions = {}
+    for done, item in enumerate(val_items, start=1):
+        width, height = image_size(item.image)
+        predictions[item.image] = baseline.predict(model, width, height, ctx.object_type)
+        ctx.progress(0.5 + 0.4 * done / len(val_items))
+    baseline.save(model, stage_dir / baseline.MODEL_FILE)
+    files = [baseline.MODEL_FILE]
+    # ---- end of REPLACE ME ------------------------------------------------------------------
+
+    metrics = evaluation.evaluate_predictions(ctx.object_type, val_items, predictions, num_classes)
+    ctx.results.add_stage(STAGE, files=files, metrics=_stage_metrics(ctx.object_type, metrics))
+    ctx.progress(1.0)
+    log.info("training done, stage %r: %s", STAGE, _summary(metrics))
+
+
+def _stage_metrics(object_type: int, metrics: dict[str, float]) -> dict[str, float]:
+    return {key: metrics[key] for key in STAGE_METRICS[object_type]}
+
+
+def _summary(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{key}={value:.4f}" for key, value in sorted(metrics.items()))
