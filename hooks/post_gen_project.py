@@ -20,7 +20,11 @@ ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
 DOCKERFILE_TEMPLATE = Path("docker", "variant.Dockerfile.j2")
 # Answer -> the name of the task's img-man template and of its module in tasks/.
 TASKS = {"task_training": "training", "task_mining": "mining", "task_infer": "infer"}
+# The reference implementations: each has frameworks/<name>/ and tasks/_<name>/ in the package.
+FRAMEWORKS = ("mmdetection", "mmsegmentation")
 ANSWERS_FILE = ".cookiecutter.json"
+# Tool caches a developer's runs may have left inside the template folder.
+CACHE_DIRS = ("__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache")
 
 
 def remove(path):
@@ -39,6 +43,30 @@ def prune_tasks(answers, package_dir):
         if not answers[key]:
             remove(Path("img-man", f"{task}-template.yaml"))
             remove(package_dir / "tasks" / f"{task}.py")
+
+
+def select_framework(answers, package_dir):
+    """Keep the chosen implementation: its task functions replace the stubs, the rest goes."""
+    framework = answers["__framework"]
+    tasks_dir = package_dir / "tasks"
+    if framework != "none":
+        for task in TASKS.values():
+            chosen = tasks_dir / f"_{framework}" / f"{task}.py"
+            if (tasks_dir / f"{task}.py").exists():
+                shutil.copyfile(chosen, tasks_dir / f"{task}.py")
+        # The stub baseline model is what the framework replaces.
+        remove(package_dir / "baseline.py")
+        remove(Path("tests", "test_baseline.py"))
+    for name in FRAMEWORKS:
+        remove(tasks_dir / f"_{name}")
+        if name != framework:
+            remove(package_dir / "frameworks" / name)
+            for test in Path("tests").glob(f"test_{name}_*.py"):
+                remove(test)
+    if framework == "none":
+        remove(package_dir / "frameworks")
+        for test in Path("tests").glob("test_openmmlab_*.py"):
+            remove(test)
 
 
 def render_dockerfiles(answers):
@@ -73,11 +101,19 @@ def write_answers(answers):
     )
 
 
+def remove_caches():
+    for name in CACHE_DIRS:
+        for path in sorted(Path(".").rglob(name), reverse=True):
+            remove(path)
+
+
 def main():
     package_dir = Path("src", ANSWERS["package_name"])
     prune_tasks(ANSWERS, package_dir)
+    select_framework(ANSWERS, package_dir)
     render_dockerfiles(ANSWERS)
     write_answers(ANSWERS)
+    remove_caches()
 
 
 if __name__ == "__main__":

@@ -50,8 +50,13 @@ task_id: t0000001000002ebb7f11653630774
 
 REQUIRED_INPUT = ("root_dir", "assets_dir", "annotations_dir", "models_dir", "config_file")
 REQUIRED_OUTPUT = (
-    "root_dir", "models_dir", "tensorboard_dir", "training_result_file", "mining_result_file",
-    "infer_result_file", "monitor_file",
+    "root_dir",
+    "models_dir",
+    "tensorboard_dir",
+    "training_result_file",
+    "mining_result_file",
+    "infer_result_file",
+    "monitor_file",
 )
 
 
@@ -98,6 +103,7 @@ def config_error(path: Path, *fragments: str) -> ExecutorError:
 
 
 # --- where env.yaml is found -------------------------------------------------------------
+
 
 def test_env_file_variables_and_default():
     assert ENV_FILE_VARIABLES == ("YMIR_ENV_FILE", "DEFAULT_ENV_FILE_PATH")
@@ -151,6 +157,7 @@ def test_load_env_accepts_a_string_path(tmp_path):
 
 
 # --- the protocol -------------------------------------------------------------------------
+
 
 def test_modern_training_env_is_parsed_completely(tmp_path):
     env = load_env(write(tmp_path, training_env()))
@@ -249,8 +256,10 @@ def test_future_protocol_is_modern_with_a_warning(tmp_path, caplog):
         env = load_env(write(tmp_path, data))
     assert env.legacy is False
     assert env.protocol_version == "2.0.0"
-    assert any("2.0.0" in record.getMessage() and record.levelno == logging.WARNING
-               for record in caplog.records)
+    assert any(
+        "2.0.0" in record.getMessage() and record.levelno == logging.WARNING
+        for record in caplog.records
+    )
 
 
 def test_known_protocol_logs_no_warning(tmp_path, caplog):
@@ -274,11 +283,26 @@ def test_protocol_version_of_wrong_type(tmp_path):
 
 
 def test_legacy_property_of_a_hand_built_env():
-    inputs = InputPaths(Path("/in"), Path("/in/assets"), Path("/in/annotations"),
-                        Path("/in/models"), None, None, Path("/in/c.tsv"), Path("/in/config.yaml"))
-    outputs = OutputPaths(Path("/out"), Path("/out/models"), Path("/out/tb"), Path("/out/r.yaml"),
-                          Path("/out/result.tsv"), Path("/out/infer-result.json"),
-                          Path("/out/monitor.txt"), None)
+    inputs = InputPaths(
+        Path("/in"),
+        Path("/in/assets"),
+        Path("/in/annotations"),
+        Path("/in/models"),
+        None,
+        None,
+        Path("/in/c.tsv"),
+        Path("/in/config.yaml"),
+    )
+    outputs = OutputPaths(
+        Path("/out"),
+        Path("/out/models"),
+        Path("/out/tb"),
+        Path("/out/r.yaml"),
+        Path("/out/result.tsv"),
+        Path("/out/infer-result.json"),
+        Path("/out/monitor.txt"),
+        None,
+    )
     env = Env("t", False, False, True, None, None, inputs, outputs)
     assert env.legacy is True
     assert dataclasses.replace(env, protocol_version="1.1.0").legacy is False
@@ -286,6 +310,7 @@ def test_legacy_property_of_a_hand_built_env():
 
 
 # --- run flags ----------------------------------------------------------------------------
+
 
 def test_infer_env_has_no_training_index_files(tmp_path):
     env = load_env(write(tmp_path, infer_env()))
@@ -307,8 +332,20 @@ def test_mining_only(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("true", True), ("True", True), ("TRUE", True), ("yes", True), ("1", True), (1, True),
-     ("false", False), ("False", False), ("no", False), ("0", False), (0, False), (None, False)],
+    [
+        ("true", True),
+        ("True", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("1", True),
+        (1, True),
+        ("false", False),
+        ("False", False),
+        ("no", False),
+        ("0", False),
+        (0, False),
+        (None, False),
+    ],
 )
 def test_run_flags_accept_string_booleans(tmp_path, value, expected):
     data = infer_env(mining=True, infer=True)
@@ -360,6 +397,7 @@ def test_string_flags_combination_is_checked_too(tmp_path):
 
 
 # --- paths --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key", REQUIRED_INPUT)
 def test_missing_input_path_is_named(tmp_path, key):
@@ -458,6 +496,7 @@ def test_section_that_is_not_a_mapping(tmp_path, section):
 
 # --- task_id ------------------------------------------------------------------------------
 
+
 def test_missing_task_id_takes_the_platform_default(tmp_path):
     data = training_env()
     del data["task_id"]
@@ -478,6 +517,7 @@ def test_bad_task_id(tmp_path, value):
 
 
 # --- the file itself ----------------------------------------------------------------------
+
 
 def test_missing_file_says_how_to_fix(tmp_path):
     path = tmp_path / "nowhere" / "env.yaml"

@@ -122,6 +122,7 @@ class _ExpectError:
 
 # --- constants ----------------------------------------------------------------------------
 
+
 def test_template_file_names():
     assert TEMPLATE_FILES == {
         "training": "training-template.yaml",
@@ -131,15 +132,34 @@ def test_template_file_names():
 
 
 def test_reserved_keys():
-    assert frozenset([
-        "task_id", "class_names", "gpu_id", "gpu_count", "object_type",
-        "pretrained_model_params", "model_params_path", "run_training", "run_mining", "run_infer",
-        "export_format", "shm_size", "git_url", "git_branch", "code_config", "openpai_enable",
-        "text_prompt",
-    ]) == RESERVED_KEYS
+    assert (
+        frozenset(
+            [
+                "task_id",
+                "class_names",
+                "gpu_id",
+                "gpu_count",
+                "object_type",
+                "pretrained_model_params",
+                "model_params_path",
+                "run_training",
+                "run_mining",
+                "run_infer",
+                "export_format",
+                "shm_size",
+                "git_url",
+                "git_branch",
+                "code_config",
+                "openpai_enable",
+                "text_prompt",
+            ]
+        )
+        == RESERVED_KEYS
+    )
 
 
 # --- find_img_man -------------------------------------------------------------------------
+
 
 @pytest.fixture
 def fake_layout(tmp_path, monkeypatch):
@@ -218,6 +238,7 @@ def test_source_checkout_is_three_levels_above_the_package():
 
 # --- manifest -----------------------------------------------------------------------------
 
+
 def test_load_manifest(tmp_path):
     folder = make_img_man(tmp_path / "img-man", object_type=3)
     assert load_manifest(folder) == dict(object_type=3)
@@ -266,6 +287,7 @@ def test_manifest_object_type_unsupported(tmp_path, value):
 
 # --- templates ----------------------------------------------------------------------------
 
+
 def test_load_template(tmp_path):
     folder = make_img_man(tmp_path, training=TRAINING_TEMPLATE)
     assert load_template(folder, "training") == defaults()
@@ -295,7 +317,8 @@ def test_load_template_unknown_task(tmp_path):
 
 def test_task_defaults_later_wins(tmp_path):
     folder = make_img_man(
-        tmp_path, mining=MINING_TEMPLATE + "confidence_threshold_note: mining\n",
+        tmp_path,
+        mining=MINING_TEMPLATE + "confidence_threshold_note: mining\n",
         infer=INFER_TEMPLATE.replace("0.05", "0.3") + "only_infer: 1\n",
     )
     merged = task_defaults(folder, ["infer", "mining"])
@@ -312,6 +335,7 @@ def test_task_defaults_ignores_missing_templates(tmp_path):
 
 
 # --- config.yaml --------------------------------------------------------------------------
+
 
 def write_config(tmp_path: Path, text: str) -> Env:
     env = make_env(tmp_path)
@@ -359,14 +383,32 @@ def test_load_config_unreadable(tmp_path):
 
 # --- Params: coercion to the template default's type ---------------------------------------
 
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (True, True), (False, False), (1, True), (0, False), (1.0, True), (0.0, False),
-        ("true", True), ("True", True), ("TRUE", True), ("t", True), ("T", True),
-        ("yes", True), ("Yes", True), ("1", True), (" true ", True),
-        ("false", False), ("False", False), ("FALSE", False), ("f", False), ("no", False),
-        ("NO", False), ("0", False),
+        (True, True),
+        (False, False),
+        (1, True),
+        (0, False),
+        (1.0, True),
+        (0.0, False),
+        ("true", True),
+        ("True", True),
+        ("TRUE", True),
+        ("t", True),
+        ("T", True),
+        ("yes", True),
+        ("Yes", True),
+        ("1", True),
+        (" true ", True),
+        ("false", False),
+        ("False", False),
+        ("FALSE", False),
+        ("f", False),
+        ("no", False),
+        ("NO", False),
+        ("0", False),
     ],
 )
 def test_bool_default(value, expected):
@@ -384,8 +426,17 @@ def test_bool_default_bad_value(value):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(12, 12), (12.0, 12), ("12", 12), ("12.0", 12), (" 7 ", 7), ("-3", -3), ("3.0", 3),
-     ("1e3", 1000), (0, 0)],
+    [
+        (12, 12),
+        (12.0, 12),
+        ("12", 12),
+        ("12.0", 12),
+        (" 7 ", 7),
+        ("-3", -3),
+        ("3.0", 3),
+        ("1e3", 1000),
+        (0, 0),
+    ],
 )
 def test_int_default(value, expected):
     params = Params(dict(epochs=value), defaults())
@@ -409,8 +460,7 @@ def test_int_error_message_as_documented():
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(0.5, 0.5), ("0.5", 0.5), (" .25 ", 0.25), (1, 1.0), ("10", 10.0), ("1e-3", 0.001),
-     (0, 0.0)],
+    [(0.5, 0.5), ("0.5", 0.5), (" .25 ", 0.25), (1, 1.0), ("10", 10.0), ("1e-3", 0.001), (0, 0.0)],
 )
 def test_float_default(value, expected):
     params = Params(dict(learning_rate=value), defaults())
@@ -425,8 +475,9 @@ def test_float_default_bad_value(value):
         params.learning_rate  # noqa: B018
 
 
-@pytest.mark.parametrize(("value", "expected"), [("yolo", "yolo"), (16, "16"), (0.5, "0.5"),
-                                                   (True, "True")])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("yolo", "yolo"), (16, "16"), (0.5, "0.5"), (True, "True")]
+)
 def test_str_default(value, expected):
     assert Params(dict(model=value), defaults()).model == expected
 
@@ -439,8 +490,13 @@ def test_reserved_str_default_from_the_template():
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [([320, 320], [320, 320]), ("320,320", [320, 320]), ("[320, 480]", [320, 480]),
-     (" 0.1, 0.2 ", [0.1, 0.2]), ("512", [512])],
+    [
+        ([320, 320], [320, 320]),
+        ("320,320", [320, 320]),
+        ("[320, 480]", [320, 480]),
+        (" 0.1, 0.2 ", [0.1, 0.2]),
+        ("512", [512]),
+    ],
 )
 def test_list_default_accepts_the_ui_text_form(value, expected):
     assert Params(dict(img_size=value), defaults()).img_size == expected
@@ -460,6 +516,7 @@ def test_null_default_passes_the_value_through():
 
 
 # --- Params: missing values, added keys, unknown keys --------------------------------------
+
 
 def test_absent_keys_take_the_template_default():
     params = Params(dict(), defaults())
@@ -581,16 +638,31 @@ def test_repr_shows_effective_values_even_when_one_is_bad():
 
 # --- Params.as_dict -----------------------------------------------------------------------
 
+
 def test_as_dict_merges_coerces_and_drops_reserved_keys():
     config = dict(
-        task_id="t1", class_names=["dog", "cat"], gpu_id="0", gpu_count=1, object_type=2,
-        pretrained_model_params=["/in/models/last/baseline.json"], shm_size="32G",
-        export_format="voc:raw", epochs="20", amp="False", my_key="kept",
+        task_id="t1",
+        class_names=["dog", "cat"],
+        gpu_id="0",
+        gpu_count=1,
+        object_type=2,
+        pretrained_model_params=["/in/models/last/baseline.json"],
+        shm_size="32G",
+        export_format="voc:raw",
+        epochs="20",
+        amp="False",
+        my_key="kept",
     )
     result = Params(config, defaults()).as_dict()
     assert result == dict(
-        epochs=20, learning_rate=0.01, sync_bn=False, amp=False, model="baseline",
-        img_size=[640, 640], cfg_options=None, my_key="kept",
+        epochs=20,
+        learning_rate=0.01,
+        sync_bn=False,
+        amp=False,
+        model="baseline",
+        img_size=[640, 640],
+        cfg_options=None,
+        my_key="kept",
     )
     assert not RESERVED_KEYS & set(result)
 
@@ -598,7 +670,14 @@ def test_as_dict_merges_coerces_and_drops_reserved_keys():
 def test_as_dict_keeps_template_order_then_added_keys():
     result = Params(dict(zzz=1, epochs=2), defaults()).as_dict()
     assert list(result) == [
-        "epochs", "learning_rate", "sync_bn", "amp", "model", "img_size", "cfg_options", "zzz",
+        "epochs",
+        "learning_rate",
+        "sync_bn",
+        "amp",
+        "model",
+        "img_size",
+        "cfg_options",
+        "zzz",
     ]
 
 
@@ -615,23 +694,29 @@ def test_reserved_keys_are_still_readable():
 
 # --- the web UI's config variants end to end -----------------------------------------------
 
+
 def test_mining_config_as_the_ui_submits_it(tmp_path):
     """Mining drops falsy values and returns edited values as strings; users add keys."""
     img_man = make_img_man(tmp_path / "img-man", mining=MINING_TEMPLATE, infer=INFER_TEMPLATE)
-    env = write_config(tmp_path, "\n".join([
-        "class_names: [dog, cat]",
-        "gpu_count: 1",
-        "gpu_id: '0'",
-        "mining_algorithm: random",
-        "model_params_path: [/in/models/last/baseline.json]",
-        "random_seed: '7'",  # edited: a string now
-        "run_infer: true",
-        "run_mining: true",
-        "task_id: t1",
-        "my_option: 'False'",  # added by the user, passes through
-        # confidence_threshold and shm_size were dropped by the UI: template defaults apply
-        "",
-    ]))
+    env = write_config(
+        tmp_path,
+        "\n".join(
+            [
+                "class_names: [dog, cat]",
+                "gpu_count: 1",
+                "gpu_id: '0'",
+                "mining_algorithm: random",
+                "model_params_path: [/in/models/last/baseline.json]",
+                "random_seed: '7'",  # edited: a string now
+                "run_infer: true",
+                "run_mining: true",
+                "task_id: t1",
+                "my_option: 'False'",  # added by the user, passes through
+                # confidence_threshold and shm_size were dropped by the UI: template defaults apply
+                "",
+            ]
+        ),
+    )
     params = Params(load_config(env), task_defaults(img_man, ["infer", "mining"]))
     assert params.mining_algorithm == "random"
     assert params.random_seed == 7
@@ -639,22 +724,29 @@ def test_mining_config_as_the_ui_submits_it(tmp_path):
     assert params.shm_size == "16G"
     assert params.my_option == "False"
     assert params.as_dict() == dict(
-        confidence_threshold=0.05, mining_algorithm="random", random_seed=7,
+        confidence_threshold=0.05,
+        mining_algorithm="random",
+        random_seed=7,
         my_option="False",
     )
 
 
 def test_training_config_with_string_booleans_and_numbers(tmp_path):
     img_man = make_img_man(tmp_path / "img-man", training=TRAINING_TEMPLATE)
-    env = write_config(tmp_path, "\n".join([
-        "amp: 'False'",
-        "epochs: '3.0'",
-        "learning_rate: '0.5'",
-        "sync_bn: 1",
-        "img_size: '320,320'",
-        "export_format: ark:raw",
-        "",
-    ]))
+    env = write_config(
+        tmp_path,
+        "\n".join(
+            [
+                "amp: 'False'",
+                "epochs: '3.0'",
+                "learning_rate: '0.5'",
+                "sync_bn: 1",
+                "img_size: '320,320'",
+                "export_format: ark:raw",
+                "",
+            ]
+        ),
+    )
     params = Params(load_config(env), task_defaults(img_man, ["training"]))
     assert params.amp is False
     assert params.epochs == 3

@@ -136,15 +136,22 @@ def main(env_path: Path | None = None) -> int:
         monitor = monitor or fallback_monitor(env_path)
         if monitor:
             monitor.error(int(error.code), error.message)
-        print(f"ERROR {int(error.code)} {error.code.name}: {one_line(error.message)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"ERROR {int(error.code)} {error.code.name}: {one_line(error.message)}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     except MemoryError:
         traceback.print_exc()
         if monitor:
             monitor.error(int(ErrorCode.OUT_OF_MEMORY), traceback.format_exc())
-        print(f"ERROR {int(ErrorCode.OUT_OF_MEMORY)} OUT_OF_MEMORY: the executor ran out of "
-              "memory; lower the batch size or the number of workers", file=sys.stderr, flush=True)
+        print(
+            f"ERROR {int(ErrorCode.OUT_OF_MEMORY)} OUT_OF_MEMORY: the executor ran out of "
+            "memory; lower the batch size or the number of workers",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     except Exception as error:
         details = traceback.format_exc()
@@ -152,8 +159,11 @@ def main(env_path: Path | None = None) -> int:
         monitor = monitor or fallback_monitor(env_path)
         if monitor:
             monitor.error(None, details)
-        print(f"ERROR unexpected {type(error).__name__}: {one_line(error)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"ERROR unexpected {type(error).__name__}: {one_line(error)}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     log.info("done: %s", ", ".join(planned_tasks(env)))
     return 0

@@ -27,8 +27,9 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # The temporary file must live in the same folder: os.replace is only atomic within one
     # file system, and /out may be a different mount than /tmp.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                    dir=str(target.parent))
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent)
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

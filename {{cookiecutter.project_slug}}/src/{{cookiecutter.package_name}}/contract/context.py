@@ -141,8 +141,13 @@ def model_paths(config: dict, key: str) -> list[str]:
     return [str(path) for path in paths]
 
 
-def result_writer(task: str, env: Env, object_type: int, class_names: Sequence[str],
-                  candidates: Callable[[], list[Path]]) -> Any:
+def result_writer(
+    task: str,
+    env: Env,
+    object_type: int,
+    class_names: Sequence[str],
+    candidates: Callable[[], list[Path]],
+) -> Any:
     """The validated writer for the task's output file."""
     if task == "training":
         return TrainingResult(env.output, object_type, env.legacy)

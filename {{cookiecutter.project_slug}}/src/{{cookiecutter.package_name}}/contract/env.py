@@ -147,8 +147,7 @@ def load_env(path: Path | None = None) -> Env:
         # The platform writes '' for the index files a task does not use.
         training_index_file=_optional_path(input_section, "input", "training_index_file", source),
         val_index_file=_optional_path(input_section, "input", "val_index_file", source),
-        candidate_index_file=_optional_path(input_section, "input", "candidate_index_file",
-                                            source),
+        candidate_index_file=_optional_path(input_section, "input", "candidate_index_file", source),
         config_file=_path(input_section, "input", "config_file", source),
     )
     outputs = OutputPaths(
@@ -220,7 +219,10 @@ def _protocol_version(data: dict, source: str) -> str | None:
     if version[0] >= 2:
         _LOG.warning(
             "%s: protocol_version %s is newer than this executor knows (%s); running it with "
-            "the modern protocol", source, text, KNOWN_PROTOCOL_VERSION,
+            "the modern protocol",
+            source,
+            text,
+            KNOWN_PROTOCOL_VERSION,
         )
     return text
 
@@ -240,9 +242,7 @@ def _flag(data: dict, key: str, source: str) -> bool:
             return True
         if word in _FALSE_WORDS:
             return False
-    raise ExecutorError(
-        ErrorCode.CONFIG, f"{source}: {key} must be true or false, got {value!r}"
-    )
+    raise ExecutorError(ErrorCode.CONFIG, f"{source}: {key} must be true or false, got {value!r}")
 
 
 def _check_flags(flags: dict, source: str) -> None:
@@ -266,9 +266,7 @@ def _task_id(data: dict, source: str) -> str:
         # The platform's own default (env_config.py) when no id was given.
         return "default-task"
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ExecutorError(
-            ErrorCode.CONFIG, f"{source}: task_id must be a string, got {value!r}"
-        )
+        raise ExecutorError(ErrorCode.CONFIG, f"{source}: task_id must be a string, got {value!r}")
     # monitor.txt is tab separated: an id with whitespace would shift its columns.
     text = str(value).strip()
     if any(char.isspace() for char in text):

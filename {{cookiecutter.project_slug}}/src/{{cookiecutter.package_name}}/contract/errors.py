@@ -34,4 +34,3 @@ class ExecutorError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code.name} ({int(self.code)}): {self.message}"
-

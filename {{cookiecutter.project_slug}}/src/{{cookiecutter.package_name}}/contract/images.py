@@ -147,4 +147,3 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def _image_error(path: str | os.PathLike, reason: object) -> ExecutorError:
     text = str(reason) or type(reason).__name__
     return ExecutorError(ErrorCode.IMAGE, f"cannot read image {os.fspath(path)}: {text}")
-

@@ -342,9 +342,7 @@ def _result_stages(result: dict, result_yaml: Path) -> tuple[dict[str, dict], st
         return {LEGACY_STAGE: stage}, LEGACY_STAGE
     model_stages = result.get("model_stages")
     if not isinstance(model_stages, dict) or not model_stages:
-        raise ExecutorError(
-            ErrorCode.MODEL, f"{result_yaml}: no model_stages (nothing to package)"
-        )
+        raise ExecutorError(ErrorCode.MODEL, f"{result_yaml}: no model_stages (nothing to package)")
     stages = {}
     for name, stage in model_stages.items():
         if not isinstance(stage, dict):

@@ -30,11 +30,27 @@ TEMPLATE_FILES = {
 
 # Keys the platform injects or consumes itself (contract §2.3): never hyper-parameters of the
 # model, so as_dict() leaves them out (e.g. when logging or saving the effective settings).
-RESERVED_KEYS = frozenset({
-    "task_id", "class_names", "gpu_id", "gpu_count", "object_type", "pretrained_model_params",
-    "model_params_path", "run_training", "run_mining", "run_infer", "export_format", "shm_size",
-    "git_url", "git_branch", "code_config", "openpai_enable", "text_prompt",
-})
+RESERVED_KEYS = frozenset(
+    {
+        "task_id",
+        "class_names",
+        "gpu_id",
+        "gpu_count",
+        "object_type",
+        "pretrained_model_params",
+        "model_params_path",
+        "run_training",
+        "run_mining",
+        "run_infer",
+        "export_format",
+        "shm_size",
+        "git_url",
+        "git_branch",
+        "code_config",
+        "openpai_enable",
+        "text_prompt",
+    }
+)
 
 MANIFEST_FILE = "manifest.yaml"
 

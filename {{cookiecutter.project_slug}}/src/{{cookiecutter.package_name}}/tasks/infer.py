@@ -7,7 +7,8 @@ The contract, whatever the model:
 - predictions go to ``ctx.results.add``; detection: ``add(image, [(x, y, w, h, class_id,
   score), ...])``; segmentation: ``add(image, width, height, [(bool_mask_HxW, class_id, score),
   ...])``. The writer checks every value (integer boxes, known classes, scores in [0, 1]) and
-  lists every candidate in ``infer-result.json``, also those that got no prediction;
+  lists every candidate in ``infer-result.json``, also those that got no prediction; the file
+  is written once the function returns, so a failure never leaves half a result;
 - an unreadable candidate is logged and gets no prediction; the run goes on;
 - progress goes to ``ctx.progress(fraction)``.
 """
@@ -62,7 +63,6 @@ def infer(ctx: Any) -> None:
             ctx.results.add(path, kept)
         else:
             ctx.results.add(path, image.width, image.height, kept)
-    ctx.results.write()
     ctx.progress(1.0)
     log.info(
         "inferred %d images (%d unreadable), confidence >= %s",

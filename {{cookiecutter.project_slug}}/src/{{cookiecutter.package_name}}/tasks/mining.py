@@ -5,7 +5,8 @@ The contract, whatever the method:
 - the model package's files are ``ctx.model.files``;
 - hyper-parameters come from ``ctx.params`` (defaults: ``img-man/mining-template.yaml``);
 - every candidate gets ``ctx.results.add(image, score)``, a finite float, higher = more worth
-  labelling; the writer writes one line per candidate, sorted as the platform expects;
+  labelling; once the function returns, the writer writes one line per candidate, sorted as the
+  platform expects (a failure leaves no partial file);
 - an unreadable candidate is logged and gets the lowest score; the run goes on;
 - progress goes to ``ctx.progress(fraction)``.
 """
@@ -45,7 +46,6 @@ def mine(ctx: Any) -> None:
             ctx.results.add(path, baseline.CORRUPT_IMAGE_SCORE)
             continue
         ctx.results.add(path, score(path, image))  # REPLACE ME: your model's score for image
-    ctx.results.write()
     ctx.progress(1.0)
     log.info(
         "mined %d images (%d unreadable) with %s",
