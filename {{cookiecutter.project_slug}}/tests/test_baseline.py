@@ -317,7 +317,3 @@ def test_unknown_mining_algorithm_is_a_config_error():
         baseline.mining_scorer("uncertainty")
     assert caught.value.code == ErrorCode.CONFIG
     assert "image_entropy" in caught.value.message
-
-
-def test_corrupt_image_score_is_below_every_real_score():
-    assert baseline.CORRUPT_IMAGE_SCORE < 0.0

@@ -54,8 +54,6 @@ MAX_MASK_GRID_SIZE = 256
 MASK_THRESHOLD = 0.5
 
 MINING_ALGORITHMS = ("image_entropy", "random")
-# Lower than every real score (both algorithms give [0, 1]): unreadable candidates go last.
-CORRUPT_IMAGE_SCORE = -1.0
 
 DETECTION, SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION = 2, 3, 4
 _OBJECT_TYPES = (DETECTION, SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION)

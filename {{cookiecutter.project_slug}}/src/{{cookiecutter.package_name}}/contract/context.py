@@ -8,15 +8,20 @@ package, a progress callback and the result writer for the task. Task code never
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from . import dataset, models
+from PIL import Image
+
+from . import dataset, images, models
 from .env import Env
 from .errors import ErrorCode, ExecutorError
 from .params import Params
 from .results import DetectionResult, MiningResult, SegmentationResult, TrainingResult
+
+log = logging.getLogger(__name__)
 
 TARGET_NAMES = {2: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
 TASKS = ("training", "mining", "infer")
@@ -70,6 +75,30 @@ class TaskContext:
                 _required(self.env.input.candidate_index_file, "candidate_index_file")
             )
         return self._cache["candidates"]
+
+    def images(self) -> Iterator[tuple[Path, Image.Image | None]]:
+        """Every candidate with its RGB pixels, in index order, reporting progress as they go.
+
+        Pixels are not EXIF-rotated: that is the frame the platform's coordinates use. An
+        unreadable image is logged and comes as ``None``: it gets no prediction (inference) or
+        ranks last (mining), and the run goes on.
+        """
+        candidates = self.candidates()
+        unreadable = 0
+        for done, path in enumerate(candidates):
+            self.progress(done / len(candidates))
+            try:
+                image: Image.Image | None = images.open_image(path)
+            except ExecutorError as error:
+                if error.code != ErrorCode.IMAGE:
+                    raise
+                log.warning("skipping an unreadable image: %s", error.message)
+                unreadable += 1
+                image = None
+            yield path, image
+        self.progress(1.0)
+        if unreadable:
+            log.warning("%d of %d images could not be read", unreadable, len(candidates))
 
     def _split(self, name: str, index_file: Path | None) -> list[dataset.DatasetItem]:
         if name not in self._cache:

@@ -227,11 +227,11 @@ def _protocol_version(data: dict, source: str) -> str | None:
     return text
 
 
-def _flag(data: dict, key: str, source: str) -> bool:
-    value = data.get(key)
-    # A missing flag is false, as in the SDK's parser; _check_flags rejects "nothing to do".
-    if value is None:
-        return False
+def parse_bool(value: Any) -> bool | None:
+    """A boolean as YMIR files and its web UI spell it (``true``, ``"False"``, ``1``, ``"yes"``).
+
+    None when the value is not recognisably a boolean: the caller says what is wrong.
+    """
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
@@ -242,7 +242,20 @@ def _flag(data: dict, key: str, source: str) -> bool:
             return True
         if word in _FALSE_WORDS:
             return False
-    raise ExecutorError(ErrorCode.CONFIG, f"{source}: {key} must be true or false, got {value!r}")
+    return None
+
+
+def _flag(data: dict, key: str, source: str) -> bool:
+    value = data.get(key)
+    # A missing flag is false, as in the SDK's parser; _check_flags rejects "nothing to do".
+    if value is None:
+        return False
+    flag = parse_bool(value)
+    if flag is None:
+        raise ExecutorError(
+            ErrorCode.CONFIG, f"{source}: {key} must be true or false, got {value!r}"
+        )
+    return flag
 
 
 def _check_flags(flags: dict, source: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from .env import Env
+from .env import Env, parse_bool
 from .errors import ErrorCode, ExecutorError
 
 TEMPLATE_FILES = {
@@ -61,9 +61,6 @@ IMAGE_IMG_MAN = Path("/img-man")
 # The manifest's object_type when the file or key is absent: what YMIR assumes (contract §4.1).
 DEFAULT_OBJECT_TYPE = 2
 SUPPORTED_OBJECT_TYPES = {2: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
-
-_TRUE_WORDS = frozenset({"true", "t", "yes", "y", "on", "1"})
-_FALSE_WORDS = frozenset({"false", "f", "no", "n", "off", "0"})
 
 
 def find_img_man(env: Env) -> Path:
@@ -303,17 +300,10 @@ def _bad(name: str, expected: str, value: Any) -> ExecutorError:
 
 
 def _to_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE_WORDS:
-            return True
-        if word in _FALSE_WORDS:
-            return False
-    raise _bad(name, "a boolean (true/false, yes/no or 1/0)", value)
+    flag = parse_bool(value)
+    if flag is None:
+        raise _bad(name, "a boolean (true/false, yes/no or 1/0)", value)
+    return flag
 
 
 def _to_int(name: str, value: Any) -> int:

@@ -39,6 +39,7 @@ from ..contract.env import parse_protocol_version
 from ..contract.errors import ErrorCode, ExecutorError
 from ..contract.images import image_size
 from ..contract.params import RESERVED_KEYS, TEMPLATE_FILES
+from ..contract.results import MAIN_METRIC
 
 PLATFORM_FATAL = "platform-fatal"
 VERIFIER_FATAL = "verifier-fatal"
@@ -219,7 +220,6 @@ CHECKS: dict[str, Check] = {
 OBJECT_TYPES = (2, 3, 4, 50)
 # Template sub-folders when manifest.yaml lists several object types (controller common_task.py).
 TYPE_FOLDERS = {2: "det", 3: "semantic-seg", 4: "instance-seg", 50: "multi-modal"}
-MAIN_METRIC = {2: "mAP", 3: "mIoU", 4: "maskAP"}
 # Stage metrics the platform validates as floats in [0, 1] (ModelStageStorage, 2.5).
 FLOAT_METRICS = ("mAP", "mAR", "mIoU", "mAcc", "maskAP", "boxAP")
 COUNT_METRICS = ("tp", "fp", "fn")

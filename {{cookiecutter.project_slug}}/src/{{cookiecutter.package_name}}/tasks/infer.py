@@ -9,8 +9,8 @@ The contract, whatever the model:
   ...])``. The writer checks every value (integer boxes, known classes, scores in [0, 1]) and
   lists every candidate in ``infer-result.json``, also those that got no prediction; the file
   is written once the function returns, so a failure never leaves half a result;
-- an unreadable candidate is logged and gets no prediction; the run goes on;
-- progress goes to ``ctx.progress(fraction)``.
+- ``ctx.images()`` yields each candidate with its pixels and reports progress as it goes; an
+  unreadable one comes as None, is logged and gets no prediction; the run goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 
 from .. import baseline
 from ..contract.errors import ErrorCode, ExecutorError
-from ..contract.images import open_image
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,6 @@ DETECTION = 2
 def infer(ctx: Any) -> None:
     """Predict the baseline for every candidate, keeping scores >= ``confidence_threshold``."""
     threshold = ctx.params.confidence_threshold
-    candidates = ctx.candidates()
     # ---- REPLACE ME: load your model from ctx.model.files (on ctx.device) ----------------------
     model = baseline.load(baseline.find_model_file(ctx.model.files))
     if model["num_classes"] != len(ctx.class_names):
@@ -42,31 +40,15 @@ def infer(ctx: Any) -> None:
         )
     # ---- end of REPLACE ME ------------------------------------------------------------------
 
-    unreadable = 0
-    for done, path in enumerate(candidates, start=1):
-        ctx.progress((done - 1) / len(candidates))
-        try:
-            image = open_image(path)  # RGB, not EXIF-rotated: the platform's pixel frame
-        except ExecutorError as error:
-            if error.code != ErrorCode.IMAGE:
-                raise
-            log.warning("no prediction for an unreadable image: %s", error.message)
-            unreadable += 1
-            continue
-
-        # ---- REPLACE ME: run your model on image ------------------------------------------------
+    for path, image in ctx.images():
+        if image is None:
+            continue  # listed in the result with no prediction
+        # ---- REPLACE ME: run your model on image --------------------------------------------
         predictions = baseline.predict(model, image.width, image.height, ctx.object_type)
-        # ---- end of REPLACE ME ------------------------------------------------------------------
-
+        # ---- end of REPLACE ME --------------------------------------------------------------
         kept = [prediction for prediction in predictions if prediction[-1] >= threshold]
         if ctx.object_type == DETECTION:
             ctx.results.add(path, kept)
         else:
             ctx.results.add(path, image.width, image.height, kept)
-    ctx.progress(1.0)
-    log.info(
-        "inferred %d images (%d unreadable), confidence >= %s",
-        len(candidates),
-        unreadable,
-        threshold,
-    )
+    log.info("inferred %d images, confidence >= %s", len(ctx.candidates()), threshold)
