@@ -1,0 +1,9 @@
+"""The devkit: a local stand-in for the YMIR platform.
+
+``synth`` writes a YMIR-shaped ``in/`` (and empty ``out/``), ``run`` starts the executor the way the
+platform does, ``verify`` checks ``out/`` against the platform's rules and ``chain`` strings them
+together: train -> package -> infer / mine / mine+infer. The command line is
+``python -m <package>.devkit {synth,run,verify,chain}``.
+
+Nothing here is imported by the executor itself: the devkit only ever runs it as a subprocess.
+"""

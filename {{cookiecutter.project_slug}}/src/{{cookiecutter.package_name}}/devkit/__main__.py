@@ -1,0 +1,273 @@
+"""Command line of the devkit: ``python -m <package>.devkit {synth,run,verify,chain}``.
+
+    synth  --work DIR --task training|mining|infer|mining+infer [--protocol 1.1.0|1.0.0|legacy]
+           [--format ark|voc|coco|seg-coco] [--config-variant as-is|drop-empty|drop-falsy|strings]
+           [--images DIR] [--single-image] [--model TAR|DIR] [--pretrained TAR|DIR] ...
+    run    --work DIR [--timeout S] [--image IMAGE [--user UID:GID] [--shm-size S] [--docker CLI]]
+    verify --work DIR
+    chain  --work DIR [--protocol 1.1.0|1.0.0|legacy|all] [--timeout S] [--model TAR|DIR]
+           [--image IMAGE [--user UID:GID] [--shm-size S] [--docker CLI]]
+
+``--image`` runs the built image instead of the checkout's package, the way the platform starts
+it (``docker run`` with /in read-only, /out, an arbitrary --user, --shm-size, no command; never a
+network); ``chain --image`` also reads the image's /img-man first, as YMIR does when the image is
+added.
+
+The executor's object_type comes from its img-man manifest (the checkout's ``img-man/``, else the
+packaged copy, else ``/img-man``; ``--img-man`` overrides), so there is no target flag. Exit codes:
+0 success, 1 a failed run / verification / chain, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..contract.errors import ExecutorError
+from . import synth as synth_module
+
+PROTOCOL_CHOICES = ("1.1.0", "1.0.0", "legacy")
+FORMAT_CHOICES = ("ark", "voc", "coco", "seg-coco", "det-ark", "det-voc")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (ValueError, OSError, NotImplementedError, ExecutorError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__package__}",
+        description="Local stand-in for the YMIR platform: synthesize /in, run the executor like "
+        "the platform, verify /out, or chain train -> package -> infer / mine.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    synth = commands.add_parser("synth", help="write a YMIR-shaped <work>/in and empty <work>/out")
+    synth.add_argument("--work", required=True, type=Path, help="work dir (created)")
+    synth.add_argument("--task", required=True, choices=synth_module.TASKS)
+    synth.add_argument("--protocol", default="1.1.0", choices=PROTOCOL_CHOICES)
+    synth.add_argument(
+        "--format",
+        dest="annotation_format",
+        choices=FORMAT_CHOICES,
+        help="training annotation format (default: the template's export_format)",
+    )
+    synth.add_argument(
+        "--config-variant",
+        choices=synth_module.CONFIG_VARIANTS,
+        help="how the web UI mangles the template (default: drop-empty for training, "
+        "drop-falsy for mining / infer, as the platform does)",
+    )
+    synth.add_argument(
+        "--images", dest="images_dir", type=Path, help="use these images (mining / infer)"
+    )
+    synth.add_argument(
+        "--single-image",
+        action="store_true",
+        help="single-image inference: candidates keep original names (spaces, non-ASCII)",
+    )
+    synth.add_argument(
+        "--model",
+        dest="model_params",
+        type=Path,
+        help="mining / infer model: a package tar, or a training work dir to package first",
+    )
+    synth.add_argument("--pretrained", type=Path, help="training: a pretrained model (as --model)")
+    synth.add_argument("--stage", dest="model_stage", help="model stage (default: the best one)")
+    synth.add_argument(
+        "--model-layout",
+        choices=synth_module.MODEL_LAYOUTS,
+        help="in/models layout (default: stage; flat for legacy)",
+    )
+    synth.add_argument("--num-train", type=int, default=12)
+    synth.add_argument("--num-val", type=int, default=6)
+    synth.add_argument("--num-candidates", type=int, default=8)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--img-man", type=Path, help="img-man folder (default: found)")
+    synth.set_defaults(handler=_cmd_synth)
+
+    run = commands.add_parser("run", help="run the executor on <work> like the platform")
+    run.add_argument("--work", required=True, type=Path)
+    run.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    _container_options(run)
+    run.set_defaults(handler=_cmd_run)
+
+    verify = commands.add_parser("verify", help="check <work>/out against the platform's rules")
+    verify.add_argument("--work", required=True, type=Path)
+    verify.set_defaults(handler=_cmd_verify)
+
+    chain = commands.add_parser("chain", help="train -> package -> infer, mine, mine+infer")
+    chain.add_argument("--work", required=True, type=Path, help="base dir (created)")
+    chain.add_argument(
+        "--protocol",
+        default="1.1.0",
+        choices=(*PROTOCOL_CHOICES, "all"),
+        help="'all' runs 1.1.0, 1.0.0 and legacy, each in <work>/<protocol>",
+    )
+    chain.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    chain.add_argument("--format", dest="annotation_format", choices=FORMAT_CHOICES)
+    chain.add_argument("--config-variant", choices=synth_module.CONFIG_VARIANTS)
+    chain.add_argument("--seed", type=int, default=0)
+    chain.add_argument("--img-man", type=Path)
+    chain.add_argument(
+        "--model",
+        type=Path,
+        help="model package tar (or training work dir) for mining / infer instead of training",
+    )
+    chain.add_argument("--quiet", action="store_true", help="summary lines only, no findings")
+    _container_options(chain)
+    chain.set_defaults(handler=_cmd_chain)
+    return parser
+
+
+def _container_options(parser: argparse.ArgumentParser) -> None:
+    from .run import DEFAULT_DOCKER, DEFAULT_SHM_SIZE, DEFAULT_USER
+
+    group = parser.add_argument_group("container mode")
+    group.add_argument(
+        "--image",
+        help="run this image like the platform does (docker run, no network) instead of the "
+        "checkout's package",
+    )
+    group.add_argument(
+        "--user",
+        default=DEFAULT_USER,
+        help=f"--user of the container (default {DEFAULT_USER}: a uid without a passwd entry, "
+        "like the platform's); '' keeps the image's user",
+    )
+    group.add_argument(
+        "--shm-size",
+        default=DEFAULT_SHM_SIZE,
+        help=f"--shm-size of the container (default {DEFAULT_SHM_SIZE})",
+    )
+    group.add_argument(
+        "--docker",
+        default=DEFAULT_DOCKER,
+        help=f"docker client to use (default {DEFAULT_DOCKER}; DOCKER_HOST etc. are passed on)",
+    )
+
+
+def _container_kwargs(args: argparse.Namespace) -> dict:
+    if not args.image:
+        return {}
+    return {
+        "image": args.image,
+        "user": args.user or None,
+        "shm_size": args.shm_size,
+        "docker": args.docker,
+    }
+
+
+def _object_type(img_man: Path) -> int:
+    from .chain import executor_object_type
+
+    return executor_object_type(img_man)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    img_man = args.img_man or synth_module.default_img_man()
+    result = synth_module.synthesize(
+        args.work,
+        args.task,
+        _object_type(img_man),
+        protocol=args.protocol,
+        annotation_format=args.annotation_format,
+        config_variant=args.config_variant,
+        images_dir=args.images_dir,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        num_candidates=args.num_candidates,
+        model_params=args.model_params,
+        model_stage=args.model_stage,
+        model_layout=args.model_layout,
+        pretrained=args.pretrained,
+        img_man=img_man,
+        seed=args.seed,
+        single_image=args.single_image,
+    )
+    print(
+        f"synthesized {result.task} (object_type {result.object_type}, protocol {result.protocol})"
+    )
+    print(f"  env file:   {result.env_file}")
+    print(f"  config:     {result.config_file} (variant {result.config_variant})")
+    print(f"  assets:     {result.assets_dir} -> {result.assets_cache}")
+    if result.task == "training":
+        print(
+            f"  dataset:    {len(result.train_images)} train + {len(result.val_images)} val "
+            f"images, {result.annotation_format} annotations"
+        )
+    else:
+        print(f"  candidates: {len(result.candidates)} ({result.candidate_index})")
+        if not result.model_params:
+            print(
+                "  warning: no --model given, in/models is empty: the executor will fail with "
+                "300004 (pass --model <training work dir or package tar>)"
+            )
+    print(f"next: python -m {__package__} run --work {result.work_dir}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .run import run
+
+    result = run(args.work, timeout=args.timeout, **_container_kwargs(args))
+    status = "timed out" if result.timed_out else f"exit code {result.returncode}"
+    if result.image:
+        print("ran: " + " ".join(result.command))
+    print(f"executor finished: {status} after {result.duration:.1f} s (log: {result.log_path})")
+    for change in result.in_changes:
+        print(f"  error: {change} (/in is read-only on the platform)")
+    if result.returncode != 0:
+        tail = result.log_path.read_text(errors="replace").splitlines()[-5:]
+        print("last log lines (what the YMIR UI shows):")
+        for line in tail:
+            print(f"  {line}")
+    return 0 if result.ok and not result.in_changes else 1
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import format_findings, has_errors, verify_work_dir
+
+    findings = verify_work_dir(args.work)
+    text = format_findings(findings)
+    print(text if text else "no findings")
+    return 1 if has_errors(findings) else 0
+
+
+def _cmd_chain(args: argparse.Namespace) -> int:
+    from .chain import chain
+
+    protocols = PROTOCOL_CHOICES if args.protocol == "all" else (args.protocol,)
+    options = {"seed": args.seed}
+    if args.annotation_format:
+        options["annotation_format"] = args.annotation_format
+    if args.config_variant:
+        options["config_variant"] = args.config_variant
+    failed = False
+    for protocol in protocols:
+        base = args.work / protocol if args.protocol == "all" else args.work
+        report = chain(
+            base,
+            protocol=protocol,
+            timeout=args.timeout,
+            img_man=args.img_man,
+            model=args.model,
+            **_container_kwargs(args),
+            **options,
+        )
+        print(report.format(details=not args.quiet))
+        failed = failed or not report.ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
