@@ -67,6 +67,9 @@ def select_framework(answers, package_dir):
         remove(package_dir / "frameworks")
         for test in Path("tests").glob("test_openmmlab_*.py"):
             remove(test)
+        remove(Path("scripts"))  # it installs the OpenMMLab stack
+    if framework != "mmdetection":
+        remove(Path("benchmarks"))  # they compare MMDetection inference and training paths
 
 
 def render_dockerfiles(answers):

@@ -12,8 +12,6 @@ import sys
 
 ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
 
-# Frameworks whose reference implementation exists in this version of the template.
-AVAILABLE_FRAMEWORKS = {"none"}
 FRAMEWORK_TARGETS = {
     "mmdetection": {"detection", "instance-segmentation"},
     "mmsegmentation": {"semantic-segmentation"},
@@ -127,17 +125,11 @@ def problems(answers):
 
     target = answers["target"]
     framework = answers["framework"]
-    resolved = answers["__framework"]
     if framework in FRAMEWORK_TARGETS and target not in FRAMEWORK_TARGETS[framework]:
         supported = " or ".join(sorted(FRAMEWORK_TARGETS[framework]))
         found.append(
             f"framework {framework} does not do {target}; it supports {supported} "
             "(use framework=auto to pick the right one)"
-        )
-    if resolved not in AVAILABLE_FRAMEWORKS and not found:
-        found.append(
-            f"framework {framework} ({resolved}) is not available yet in this template version; "
-            "use framework=none for runnable stubs"
         )
 
     letters = answers["__task_letters"]

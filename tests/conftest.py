@@ -16,6 +16,12 @@ DEFAULT_VARIANTS = ["cu118", "cu121", "cpu"]
 TARGETS = ["detection", "semantic-segmentation", "instance-segmentation"]
 OBJECT_TYPES = {"detection": 2, "semantic-segmentation": 3, "instance-segmentation": 4}
 TASKS = ("training", "mining", "infer")
+# The implementations each target can be generated with (framework=auto picks the second).
+TARGET_FRAMEWORKS = {
+    "detection": ["none", "mmdetection"],
+    "semantic-segmentation": ["none", "mmsegmentation"],
+    "instance-segmentation": ["none", "mmdetection"],
+}
 # Every non-empty subset of the tasks, by the letters used in image tags.
 TASK_SUBSETS = ["t", "m", "i", "tm", "ti", "mi", "tmi"]
 LETTER_TASK = {"t": "training", "m": "mining", "i": "infer"}
@@ -42,7 +48,9 @@ def project_files(project: Path) -> set[str]:
     }
 
 
-def expected_files(package: str, letters: str, variants: list[str]) -> set[str]:
+def expected_files(
+    package: str, letters: str, variants: list[str], framework: str = "none"
+) -> set[str]:
     """The file set a bake must produce, written down from the template's rules."""
     files = {
         ".cookiecutter.json",
@@ -63,7 +71,6 @@ def expected_files(package: str, letters: str, variants: list[str]) -> set[str]:
     package_files = [
         "__init__.py",
         "__main__.py",
-        "baseline.py",
         "evaluation.py",
         "contract/__init__.py",
         "contract/atomic.py",
@@ -88,7 +95,6 @@ def expected_files(package: str, letters: str, variants: list[str]) -> set[str]:
     files |= {f"src/{package}/{name}" for name in package_files}
     test_files = [
         "conftest.py",
-        "test_baseline.py",
         "test_chain.py",
         "test_dataset.py",
         "test_devkit.py",
@@ -105,11 +111,84 @@ def expected_files(package: str, letters: str, variants: list[str]) -> set[str]:
         "test_atomic.py",
     ]
     files |= {f"tests/{name}" for name in test_files}
+    files |= framework_files(package, framework)
     for letter in letters:
         task = LETTER_TASK[letter]
         files.add(f"img-man/{task}-template.yaml")
         files.add(f"src/{package}/tasks/{task}.py")
     files |= {f"docker/{variant}.Dockerfile" for variant in variants}
+    return files
+
+
+# What each implementation adds to the package and the tests.
+OPENMMLAB_FILES = [
+    "frameworks/__init__.py",
+    "frameworks/openmmlab/__init__.py",
+    "frameworks/openmmlab/checkpoint.py",
+    "frameworks/openmmlab/distributed.py",
+    "frameworks/openmmlab/failures.py",
+    "frameworks/openmmlab/hooks.py",
+    "frameworks/openmmlab/options.py",
+]
+OPENMMLAB_TESTS = [
+    "test_openmmlab_checkpoint.py",
+    "test_openmmlab_distributed.py",
+    "test_openmmlab_failures.py",
+    "test_openmmlab_hooks.py",
+    "test_openmmlab_options.py",
+]
+FRAMEWORK_FILES = {
+    "mmdetection": [
+        "frameworks/mmdetection/__init__.py",
+        "frameworks/mmdetection/config.py",
+        "frameworks/mmdetection/data.py",
+        "frameworks/mmdetection/inference.py",
+        "frameworks/mmdetection/mining.py",
+        "frameworks/mmdetection/models.py",
+        "frameworks/mmdetection/training.py",
+    ],
+    "mmsegmentation": [
+        "frameworks/mmsegmentation/__init__.py",
+        "frameworks/mmsegmentation/config.py",
+        "frameworks/mmsegmentation/data.py",
+        "frameworks/mmsegmentation/inference.py",
+        "frameworks/mmsegmentation/jobs.py",
+        "frameworks/mmsegmentation/metric.py",
+        "frameworks/mmsegmentation/mining.py",
+        "frameworks/mmsegmentation/models.py",
+        "frameworks/mmsegmentation/package.py",
+        "frameworks/mmsegmentation/predictor.py",
+        "frameworks/mmsegmentation/training.py",
+    ],
+}
+FRAMEWORK_TESTS = {
+    "mmdetection": [
+        "test_mmdetection_inference.py",
+        "test_mmdetection_mining.py",
+        "test_mmdetection_training.py",
+    ],
+    "mmsegmentation": [
+        "test_mmsegmentation_inference.py",
+        "test_mmsegmentation_models.py",
+        "test_mmsegmentation_training.py",
+    ],
+}
+MMDETECTION_BENCHMARKS = [
+    "benchmarks/README.md",
+    "benchmarks/mmdetection_data.py",
+    "benchmarks/mmdetection_inference.py",
+    "benchmarks/mmdetection_training.py",
+]
+
+
+def framework_files(package: str, framework: str) -> set[str]:
+    if framework == "none":
+        return {f"src/{package}/baseline.py", "tests/test_baseline.py"}
+    files = {f"src/{package}/{name}" for name in OPENMMLAB_FILES + FRAMEWORK_FILES[framework]}
+    files |= {f"tests/{name}" for name in OPENMMLAB_TESTS + FRAMEWORK_TESTS[framework]}
+    files.add("scripts/install-cpu-stack.sh")
+    if framework == "mmdetection":
+        files |= set(MMDETECTION_BENCHMARKS)
     return files
 
 

@@ -38,8 +38,6 @@ BAD_ANSWERS = [
         {"framework": "mmdetection", "target": "semantic-segmentation"},
         "framework mmdetection does not do semantic-segmentation",
     ),
-    ({"framework": "mmdetection"}, "is not available yet"),
-    ({"framework": "auto", "target": "semantic-segmentation"}, "is not available yet"),
 ]
 
 

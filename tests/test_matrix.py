@@ -7,6 +7,7 @@ matrix, and clean ruff and hadolint runs on the output.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 
@@ -18,8 +19,10 @@ from conftest import (
     LETTER_TASK,
     MATRIX,
     OBJECT_TYPES,
+    TARGET_FRAMEWORKS,
     TARGETS,
     TASK_SUBSETS,
+    TEMPLATE,
     bake,
     expected_files,
     project_files,
@@ -28,6 +31,7 @@ from conftest import (
     tool,
 )
 
+STACK = json.loads((TEMPLATE / "cookiecutter.json").read_text())["_openmmlab_stack"]
 CUDA_SETS = {
     "default": DEFAULT_VARIANTS,
     "every-line": list(MATRIX),
@@ -35,7 +39,7 @@ CUDA_SETS = {
 }
 # GitHub Actions expressions are copied verbatim into workflows; anything else in braces is not.
 GITHUB_EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
-JINJA_LEFTOVER = re.compile(r"\{\{|\{%|\{#|\}\}|%\}")
+JINJA_LEFTOVER = re.compile(r"\{\{|\{%|\{#")
 RESERVED_KEYS = {
     "class_names",
     "gpu_id",
@@ -56,7 +60,7 @@ def check_no_jinja(project):
         assert match is None, f"unrendered Jinja {match.group()!r} in {name}"
 
 
-def check_img_man(project, target, letters):
+def check_img_man(project, target, letters, framework):
     manifest = yaml.safe_load((project / "img-man/manifest.yaml").read_text())
     assert manifest == {"object_type": OBJECT_TYPES[target]}
     for letter, task in LETTER_TASK.items():
@@ -75,9 +79,66 @@ def check_img_man(project, target, letters):
         if task == "training":
             family = "ark" if target == "detection" else "seg-coco"
             assert template["export_format"] == f"{family}:raw"
+        assert set(HYPER_PARAMETERS[framework][task]) <= set(template), (framework, task)
 
 
-def check_dockerfile(project, variant):
+# The hyper-parameter names each implementation promises (part of the interface).
+HYPER_PARAMETERS = {
+    "none": {
+        "training": ["export_format", "shm_size"],
+        "mining": ["mining_algorithm", "random_seed", "confidence_threshold", "shm_size"],
+        "infer": ["confidence_threshold", "shm_size"],
+    },
+    "mmdetection": {
+        "training": [
+            "model",
+            "epochs",
+            "batch_size_per_gpu",
+            "num_workers_per_gpu",
+            "learning_rate",
+            "img_size",
+            "val_interval",
+            "max_keep_checkpoints",
+            "cfg_options",
+            "export_format",
+            "shm_size",
+        ],
+        "mining": [
+            "mining_algorithm",
+            "confidence_threshold",
+            "batch_size_per_gpu",
+            "num_workers_per_gpu",
+            "shm_size",
+        ],
+        "infer": [
+            "confidence_threshold",
+            "iou_threshold",
+            "batch_size_per_gpu",
+            "num_workers_per_gpu",
+            "shm_size",
+        ],
+    },
+    "mmsegmentation": {
+        "training": [
+            "model",
+            "max_iters",
+            "val_interval",
+            "batch_size_per_gpu",
+            "num_workers_per_gpu",
+            "learning_rate",
+            "img_size",
+            "cfg_options",
+            "max_keep_checkpoints",
+            "export_format",
+            "shm_size",
+        ],
+        "mining": ["mining_algorithm", "batch_size_per_gpu", "num_workers_per_gpu", "shm_size"],
+        "infer": ["batch_size_per_gpu", "num_workers_per_gpu", "shm_size"],
+    },
+}
+
+
+def check_dockerfile(project, variant, framework="none"):
     text = (project / "docker" / f"{variant}.Dockerfile").read_text()
     line = MATRIX[variant]
     assert f"ARG BASE_IMAGE={line['base_image']}" in text
@@ -90,6 +151,27 @@ def check_dockerfile(project, variant):
     if variant == "cpu":
         assert f"ARG TORCH_VERSION={line['torch']}" in text
         assert f"ARG TORCH_INDEX_URL={line['torch_index']}" in text
+    if framework == "none":
+        assert "mmcv" not in text, "framework layers come only with a framework"
+        return
+    # The framework layers: the stack's pins, mmcv installed the way the line's kind needs.
+    assert re.search(r"^ENV TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", text, re.M) is None
+    package = {"mmdetection": "mmdet", "mmsegmentation": "mmsegmentation"}[framework]
+    for pin in [
+        "setuptools<82",
+        f"mmcv=={STACK['mmcv']}",
+        f"mmengine=={STACK['mmengine']}",
+        f"{package}=={STACK[package]}",
+    ]:
+        assert f'"{pin}"' in text, pin
+    if line["mmcv_install"] == "compile":
+        assert f"ARG DEVEL_IMAGE={line['devel_image']}" in text
+        assert "FROM ${DEVEL_IMAGE} AS mmcv-build" in text
+        assert f'ARG TORCH_CUDA_ARCH_LIST="{line["cuda_arch_list"]}"' in text
+        assert "FORCE_CUDA=1" in text
+    else:
+        assert f"ARG MMCV_INDEX_URL={line['mmcv_index']}" in text
+        assert "--only-binary=mmcv" in text
 
 
 def check_bake_file(project, variants, letters, answers):
@@ -125,14 +207,20 @@ def check_bake_file(project, variants, letters, answers):
         )
 
 
+TARGETS_AND_FRAMEWORKS = [
+    (target, framework) for target in TARGETS for framework in TARGET_FRAMEWORKS[target]
+]
+
+
 @pytest.mark.parametrize("cuda_set", sorted(CUDA_SETS))
 @pytest.mark.parametrize("letters", TASK_SUBSETS)
-@pytest.mark.parametrize("target", TARGETS)
-def test_bake_matrix(cookies, target, letters, cuda_set):
+@pytest.mark.parametrize(("target", "framework"), TARGETS_AND_FRAMEWORKS)
+def test_bake_matrix(cookies, target, framework, letters, cuda_set):
     variants = CUDA_SETS[cuda_set]
     answers = {
         "executor_name": "Matrix Exec",
         "target": target,
+        "framework": framework,
         "cuda_variants": ",".join(variants),
         **task_answers(letters),
     }
@@ -142,11 +230,11 @@ def test_bake_matrix(cookies, target, letters, cuda_set):
     )
     assert project.name == "matrix-exec"
 
-    assert project_files(project) == expected_files("matrix_exec", letters, variants)
+    assert project_files(project) == expected_files("matrix_exec", letters, variants, framework)
     check_no_jinja(project)
-    check_img_man(project, target, letters)
+    check_img_man(project, target, letters, framework)
     for variant in variants:
-        check_dockerfile(project, variant)
+        check_dockerfile(project, variant, framework)
     check_bake_file(project, variants, letters, answers)
 
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())

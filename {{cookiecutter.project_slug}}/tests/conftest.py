@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
+import yaml
 
+import {{ cookiecutter.package_name }} as executor
 from {{ cookiecutter.package_name }}.contract.params import TEMPLATE_FILES, manifest_object_type
-from {{ cookiecutter.package_name }}.devkit.chain import baseline_package
-from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
+from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES, default_img_man
 
 IMG_MAN = default_img_man()
 OBJECT_TYPE = manifest_object_type(IMG_MAN)
 # A task is supported when its img-man template exists, exactly as YMIR decides at registration.
 SUPPORTED_TASKS = {task for task, name in TEMPLATE_FILES.items() if (IMG_MAN / name).is_file()}
+# The implementation behind the tasks: a reference framework, or the stub baseline ("none").
+FRAMEWORK = "none"
+if importlib.util.find_spec(f"{executor.__name__}.frameworks") is not None:
+    FRAMEWORK = next(
+        name
+        for name in ("mmdetection", "mmsegmentation")
+        if importlib.util.find_spec(f"{executor.__name__}.frameworks.{name}") is not None
+    )
+# Hyper-parameters that keep a real training run to seconds on a CPU; only the keys the
+# executor's templates declare are set (the stub baseline has none of them).
+QUICK_SETTINGS = {
+    "epochs": 1,
+    "max_iters": 2,
+    "val_interval": 1,
+    "img_size": 64,
+    "batch_size_per_gpu": 2,
+    "num_workers_per_gpu": 0,
+}
+TEMPLATE_KEYS = {
+    key
+    for name in TEMPLATE_FILES.values()
+    if (IMG_MAN / name).is_file()
+    for key in yaml.safe_load((IMG_MAN / name).read_text(encoding="utf-8"))
+}
+QUICK_PARAMS = {key: value for key, value in QUICK_SETTINGS.items() if key in TEMPLATE_KEYS}
 
 
 def requires(*tasks: str):
@@ -24,12 +51,25 @@ def requires(*tasks: str):
 
 @pytest.fixture(scope="session")
 def stub_model_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A platform model package holding the stub baseline, fitted on synthetic data.
+    """A platform model package the executor's mining and inference can load.
 
-    It lets mining and inference be tested without a training run (and in executors generated
-    without training). When you replace the stubs, package your own model files here instead.
+    It lets them be tested without a training run (and in executors generated without
+    training): the stub baseline fitted on synthetic data, or a framework model with random
+    weights. When you replace the stubs, package your own model files here instead.
     """
-    root = tmp_path_factory.mktemp("stub-model")
+    root = tmp_path_factory.mktemp("model")
     tar = root / "model.tar"
-    baseline_package(root, tar, OBJECT_TYPE, IMG_MAN, root / "asset_cache")
+    if FRAMEWORK == "mmdetection":
+        from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, models
+
+        name = models.default_model(OBJECT_TYPE).name
+        inference.untrained_package(tar, name, OBJECT_TYPE, CLASS_NAMES, img_size=64)
+    elif FRAMEWORK == "mmsegmentation":
+        from {{ cookiecutter.package_name }}.frameworks.mmsegmentation import models, package
+
+        package.untrained_package(tar, models.DEFAULT_MODEL, CLASS_NAMES, img_size=64)
+    else:
+        from {{ cookiecutter.package_name }}.devkit.chain import baseline_package
+
+        baseline_package(root, tar, OBJECT_TYPE, IMG_MAN, root / "asset_cache")
     return tar

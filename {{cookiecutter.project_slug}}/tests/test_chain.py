@@ -8,27 +8,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
+from conftest import QUICK_PARAMS
 from {{ cookiecutter.package_name }}.devkit.__main__ import main as devkit_main
 from {{ cookiecutter.package_name }}.devkit.chain import (
     MODEL_TAR,
     OBJECT_TYPE_ERROR,
     RUN_TIMEOUT,
-    chain,
     executor_object_type,
     read_monitor_state,
     supported_tasks,
 )
+from {{ cookiecutter.package_name }}.devkit.chain import chain as devkit_chain
 from {{ cookiecutter.package_name }}.devkit.run import run
 from {{ cookiecutter.package_name }}.devkit.synth import (
     default_img_man,
-    synthesize,
 )
+from {{ cookiecutter.package_name }}.devkit.synth import synthesize as devkit_synthesize
 from {{ cookiecutter.package_name }}.devkit.verify import (
     format_findings,
     has_errors,
@@ -52,6 +54,23 @@ CANDIDATE_TASKS = [t for t in ("infer", "mining", "mining+infer") if set(t.split
 needs_training = pytest.mark.skipif("training" not in TASKS, reason="generated without training")
 
 
+# Every run here trains (or infers) with the quick settings: the tests check the round trip,
+# not the model, and the template defaults would take long on a CPU.
+QUICK_ARGS = [f"--param={key}={value}" for key, value in QUICK_PARAMS.items()]
+
+
+# Set for executors without training: their chains start from a ready model package.
+CHAIN_OPTIONS: dict = {}
+
+
+def chain(base_dir: Path, **options):
+    return devkit_chain(base_dir, params=QUICK_PARAMS, **CHAIN_OPTIONS, **options)
+
+
+def synthesize(work: Path, task: str, object_type: int, **options):
+    return devkit_synthesize(work, task, object_type, params=QUICK_PARAMS, **options)
+
+
 def expected_steps(protocol: str) -> list[str]:
     names = ["training", "package"] if "training" in TASKS else ["package"]
     for name, needs in CANDIDATE_STEPS:
@@ -65,9 +84,20 @@ def assert_verified(work: Path) -> None:
     assert not has_errors(findings), format_findings(findings)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def chain_model(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Without a training task there is nothing to train: chains use the ready package."""
+    if "training" not in TASKS:
+        CHAIN_OPTIONS["model"] = request.getfixturevalue("stub_model_tar")
+    yield
+    CHAIN_OPTIONS.clear()
+
+
 @pytest.fixture(scope="module")
 def model_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model package made like the platform (from a real training run when there is one)."""
+    if "model" in CHAIN_OPTIONS:
+        return CHAIN_OPTIONS["model"]
     report = chain(tmp_path_factory.mktemp("trained") / "chain", protocol="1.1.0")
     assert report.ok, report.format()
     return report.base_dir / MODEL_TAR
@@ -215,7 +245,8 @@ def test_cli_synth_run_verify(
     model = model_tar
     if "training" in TASKS:
         train = tmp_path / "train"
-        assert devkit_main(["synth", "--work", str(train), "--task", "training"]) == 0
+        command = ["synth", "--work", str(train), "--task", "training", *QUICK_ARGS]
+        assert devkit_main(command) == 0
         assert devkit_main(["run", "--work", str(train), "--timeout", "120"]) == 0
         assert devkit_main(["verify", "--work", str(train)]) == 0
         model = train  # a training work dir is packaged on the fly
@@ -223,6 +254,7 @@ def test_cli_synth_run_verify(
         return
     work = tmp_path / "use"
     command = ["synth", "--work", str(work), "--task", CANDIDATE_TASKS[-1], "--model", str(model)]
+    command += QUICK_ARGS
     assert devkit_main(command) == 0
     assert (work / "model-package.tar").is_file() == (model != model_tar)
     assert devkit_main(["run", "--work", str(work)]) == 0
@@ -235,7 +267,11 @@ def test_cli_synth_run_verify(
 
 def test_cli_chain_all_protocols(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert (
-        devkit_main(["chain", "--work", str(tmp_path / "c"), "--protocol", "all", "--quiet"]) == 0
+        devkit_main(
+            ["chain", "--work", str(tmp_path / "c"), "--protocol", "all", "--quiet", *QUICK_ARGS]
+            + ([f"--model={CHAIN_OPTIONS['model']}"] if "model" in CHAIN_OPTIONS else [])
+        )
+        == 0
     )
     out = capsys.readouterr().out
     assert out.count("chain PASSED") == 3

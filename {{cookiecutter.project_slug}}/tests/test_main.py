@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import OBJECT_TYPE, SUPPORTED_TASKS, requires
+from conftest import OBJECT_TYPE, QUICK_PARAMS, SUPPORTED_TASKS, requires
 from {{ cookiecutter.package_name }} import tasks
 from {{ cookiecutter.package_name }}.__main__ import main
 from {{ cookiecutter.package_name }}.devkit.synth import synthesize
@@ -57,7 +57,9 @@ def candidate_work(tmp_path: Path, stub_model_tar: Path):
     if not CANDIDATE_TASKS:
         pytest.skip("generated without mining and infer")
     task = CANDIDATE_TASKS[0]
-    synthesize(tmp_path / "work", task, OBJECT_TYPE, model_params=stub_model_tar)
+    synthesize(
+        tmp_path / "work", task, OBJECT_TYPE, model_params=stub_model_tar, params=QUICK_PARAMS
+    )
     return tmp_path / "work", task
 
 
@@ -107,7 +109,7 @@ def test_missing_model_file_is_a_model_error(candidate_work, capsys) -> None:
 @requires("training")
 def test_unknown_export_format_is_a_config_error(tmp_path: Path, capsys) -> None:
     work = tmp_path / "work"
-    synthesize(work, "training", OBJECT_TYPE)
+    synthesize(work, "training", OBJECT_TYPE, params=QUICK_PARAMS)
     edit_config(work, export_format="lmdb:raw")
     assert_failed_with(work, *run_main(work, capsys), code=300001)
     assert not (work / "out" / "models" / "result.yaml").exists()
@@ -157,7 +159,7 @@ def test_failed_inference_leaves_no_partial_result(
     tmp_path: Path, stub_model_tar: Path, capsys, monkeypatch
 ) -> None:
     work = tmp_path / "work"
-    synthesize(work, "infer", OBJECT_TYPE, model_params=stub_model_tar)
+    synthesize(work, "infer", OBJECT_TYPE, model_params=stub_model_tar, params=QUICK_PARAMS)
     module = importlib.import_module(f"{tasks.__name__}.infer")
     original = module.infer
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
+
+import yaml
 
 from ..contract.errors import ExecutorError
 from . import synth as synth_module
@@ -93,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-candidates", type=int, default=8)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--img-man", type=Path, help="img-man folder (default: found)")
+    _param_option(synth)
     synth.set_defaults(handler=_cmd_synth)
 
     run = commands.add_parser("run", help="run the executor on <work> like the platform")
@@ -124,9 +127,30 @@ def _parser() -> argparse.ArgumentParser:
         help="model package tar (or training work dir) for mining / infer instead of training",
     )
     chain.add_argument("--quiet", action="store_true", help="summary lines only, no findings")
+    _param_option(chain)
     _container_options(chain)
     chain.set_defaults(handler=_cmd_chain)
     return parser
+
+
+def _param_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="a hyper-parameter as a user sets it in the web UI (repeatable), e.g. epochs=1",
+    )
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, separator, value = text.partition("=")
+    if not separator or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    # YAML reads the value as config.yaml would hold it: 1 -> int, true -> bool, a -> str.
+    return key.strip(), yaml.safe_load(value) if value.strip() else ""
 
 
 def _container_options(parser: argparse.ArgumentParser) -> None:
@@ -193,6 +217,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         img_man=img_man,
         seed=args.seed,
         single_image=args.single_image,
+        params=dict(args.params),
     )
     print(
         f"synthesized {result.task} (object_type {result.object_type}, protocol {result.protocol})"
@@ -247,7 +272,7 @@ def _cmd_chain(args: argparse.Namespace) -> int:
     from .chain import chain
 
     protocols = PROTOCOL_CHOICES if args.protocol == "all" else (args.protocol,)
-    options = {"seed": args.seed}
+    options = {"seed": args.seed, "params": dict(args.params)}
     if args.annotation_format:
         options["annotation_format"] = args.annotation_format
     if args.config_variant:

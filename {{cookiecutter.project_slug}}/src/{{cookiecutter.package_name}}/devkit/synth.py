@@ -146,25 +146,27 @@ def synthesize(
     assets_cache: str | os.PathLike | None = None,
     task_id: str | None = None,
     template: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> SynthResult:
     """Write ``<work>/in`` and an empty ``<work>/out`` for one platform task.
 
     ``task``: training | mining | infer | mining+infer. ``object_type``: 2 / 3 / 4 (the
     executor's, from its manifest). ``protocol``: "1.1.0" (platform 2.x), "1.0.0", or "legacy" /
-    None (platform 1.1: no ``protocol_version``, no ``manifest_file``, no ``executor_log_file``, ark
-    with 5 columns, flat models). ``annotation_format`` (training): ark | voc | coco | seg-coco
-    (default: the template's ``export_format``). ``config_variant``: as-is | drop-empty |
-    drop-falsy | strings (None: what the web UI does for the task, i.e. drop-empty for training and
-    drop-falsy for mining / infer). ``images_dir``: use these images instead of synthetic ones
-    (mining / infer only: there are no annotations). ``model_params`` (mining / infer) and
-    ``pretrained`` (training): a model package tar as the platform stores it, or a training work
-    dir / ``out/models`` dir to package first; ``model_stage`` picks the stage (default: the
-    package's best stage); ``model_layout``: stage | flat | migrated (default stage, flat for
-    legacy). ``single_image``: single-image inference (candidates keep their original names, with
-    spaces and non-ASCII characters). ``assets_cache``: the shared asset cache (default
-    ``<work>/asset_cache``); chained tasks share one, like the platform's per-user cache.
-    ``template``: use this instead of the executor's template for the task (e.g. data for a task
-    the executor does not declare).
+    None (platform 1.1: no ``protocol_version``, no ``manifest_file``, no ``executor_log_file``,
+    ark with 5 columns, flat models). ``annotation_format`` (training): ark | voc | coco |
+    seg-coco (default: the template's ``export_format``). ``config_variant``: as-is | drop-empty
+    | drop-falsy | strings (None: what the web UI does for the task, i.e. drop-empty for
+    training and drop-falsy for mining / infer). ``params``: hyper-parameters as a user edits
+    them in the web UI, applied over the template before the UI's own mangling. ``images_dir``:
+    use these images instead of synthetic ones (mining / infer only: there are no annotations).
+    ``model_params`` (mining / infer) and ``pretrained`` (training): a model package tar as the
+    platform stores it, or a training work dir / ``out/models`` dir to package first;
+    ``model_stage`` picks the stage (default: the package's best stage); ``model_layout``: stage
+    | flat | migrated (default stage, flat for legacy). ``single_image``: single-image inference
+    (candidates keep their original names, with spaces and non-ASCII characters).
+    ``assets_cache``: the shared asset cache (default ``<work>/asset_cache``); chained tasks
+    share one, like the platform's per-user cache. ``template``: use this instead of the
+    executor's template for the task (e.g. data for a task the executor does not declare).
 
     The work dir must be empty, missing, or a previous synthesize() output (which is replaced).
     """
@@ -272,7 +274,7 @@ def synthesize(
     result.env = make_env(work, task, protocol, tid)
     _dump_yaml_safe(result.env_file, result.env)
     result.config = make_config(
-        template,
+        {**template, **(params or {})},
         config_variant,
         task,
         tid,

@@ -1,0 +1,249 @@
+"""Inference throughput: the executor's batched path against two references, side by side.
+
+For every model (default: those of this executor's target) the same untrained model package,
+the same images and the same batch size go through three paths, interleaved round after
+round so that a noisy machine slows all of them alike:
+
+- **executor**: what ``infer`` runs, ``inference.predict_batches`` (a DataLoader with
+  ``--workers`` processes decoding and transforming the next batches while the model runs)
+  plus the conversion into result-writer form (boxes; masks as compressed RLE);
+- **per-image**: a loop of ``mmdet.apis.inference_detector`` over the image files, one image
+  per forward pass, as the public YMIR MMDetection executor infers (with the same conversion
+  into result-writer form);
+- **bare forward**: the limit, the model's ``predict`` alone on batches that were decoded,
+  transformed, normalised and moved to the device beforehand.
+
+It prints images per second for each path and the ratios executor / per-image and executor /
+bare forward. Nothing is asserted: this is a measurement, not a test. Example (CPU, small)::
+
+    PYTHONPATH=src python benchmarks/mmdetection_inference.py --images 24 --img-size 320
+
+On a GPU add ``--device cuda`` (the default when one is visible) and keep the 640 px default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from {{ cookiecutter.package_name }}.contract.models import load_model_package, unpack_model
+from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
+from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
+from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, models
+
+CLASS_NAMES = ["rect", "ellipse", "triangle"]
+
+
+def synthetic_images(folder: Path, count: int, width: int, height: int, seed: int = 0) -> list:
+    """``count`` JPEG files of random shapes on a noisy background (what a camera gives)."""
+    rng = np.random.RandomState(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        pixels = rng.randint(60, 200, (height, width, 3)).astype(np.uint8)
+        image = Image.fromarray(pixels)
+        draw = ImageDraw.Draw(image)
+        for _ in range(rng.randint(2, 8)):
+            x0, y0 = rng.randint(0, width - 40), rng.randint(0, height - 40)
+            x1 = x0 + rng.randint(20, max(21, width // 3))
+            y1 = y0 + rng.randint(20, max(21, height // 3))
+            colour = tuple(int(value) for value in rng.randint(0, 255, 3))
+            shape = draw.ellipse if rng.rand() < 0.5 else draw.rectangle
+            shape([x0, y0, x1, y1], fill=colour)
+        path = folder / f"image-{index:05d}.jpg"
+        image.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def executor_path(detector, items, batch_size: int, workers: int) -> float:
+    """Seconds for the executor's batched path over ``items`` (predictions in writer form)."""
+    started = time.perf_counter()
+    count = 0
+    for output in inference.predict_batches(
+        detector, items, batch_size=batch_size, workers=workers
+    ):
+        inference.to_prediction(detector, output)
+        count += 1
+    synchronize(detector.device)
+    assert count == len(items)
+    return time.perf_counter() - started
+
+
+def per_image_path(detector, paths, pipeline) -> float:
+    """Seconds for a per-image ``inference_detector`` loop (the public executor's way)."""
+    from mmdet.apis import inference_detector
+
+    started = time.perf_counter()
+    for index, path in enumerate(paths):
+        sample = inference_detector(detector.model, str(path), test_pipeline=pipeline)
+        # The same conversion into result-writer form as the executor's path.
+        height, width = sample.metainfo["ori_shape"][:2]
+        output = inference.BatchOutput(index, str(path), (width, height), [sample])
+        inference.to_prediction(detector, output)
+    synchronize(detector.device)
+    return time.perf_counter() - started
+
+
+def bare_batches(detector, items, batch_size: int) -> list:
+    """Decoded, transformed, normalised batches already on the device."""
+    import torch
+
+    pipeline = inference.test_pipeline(detector.cfg)
+    dataset = inference.CandidateDataset(items, pipeline)
+    batches = []
+    for start in range(0, len(items), batch_size):
+        views = [
+            dataset[position]["views"][0]
+            for position in range(start, min(start + batch_size, len(items)))
+        ]
+        data = {"inputs": [view[0] for view in views], "data_samples": [view[1] for view in views]}
+        with torch.no_grad():
+            batches.append(detector.model.data_preprocessor(data, False))
+    synchronize(detector.device)
+    return batches
+
+
+def bare_path(detector, batches) -> float:
+    """Seconds for ``model.predict`` alone over prepared batches (the limit)."""
+    import torch
+
+    started = time.perf_counter()
+    with torch.no_grad():
+        for data in batches:
+            detector.model(data["inputs"], data["data_samples"], mode="predict")
+    synchronize(detector.device)
+    return time.perf_counter() - started
+
+
+def per_image_pipeline(detector):
+    """The config's test pipeline reading files, as ``inference_detector`` uses it."""
+    from mmengine.dataset import Compose
+
+    from {{ cookiecutter.package_name }}.frameworks.mmdetection import config
+
+    steps = [step for step in config.test_pipeline(detector.cfg)]
+    return Compose(steps)
+
+
+def measure(args, spec, object_type: int, work: Path, paths: list) -> dict:
+    tar = inference.untrained_package(
+        work / f"{spec.name}.tar",
+        spec.name,
+        spec.object_type,
+        CLASS_NAMES,
+        img_size=args.img_size,
+        noise=0.02,
+    )
+    files = unpack_model(tar, None, work / f"{spec.name}-models")
+    package = load_model_package(work / f"{spec.name}-models", files)
+    detector = inference.load_detector(
+        package,
+        spec.object_type,
+        CLASS_NAMES,
+        args.device,
+        score_thr=args.confidence_threshold,
+        fp16=args.fp16,
+    )
+    # inference_detector reads model.cfg (init_detector sets it).
+    detector.model.cfg = detector.cfg
+    items = list(enumerate(paths))
+    pipeline = per_image_pipeline(detector)
+    batches = bare_batches(detector, items, args.batch_size)
+    # Warm-up: kernels, allocator, lazy initialisations.
+    executor_path(detector, items[: args.batch_size], args.batch_size, 0)
+    per_image_path(detector, paths[:2], pipeline)
+    bare_path(detector, batches[:1])
+    timings = {"executor": [], "per-image": [], "bare": []}
+    for _ in range(args.rounds):
+        timings["executor"].append(executor_path(detector, items, args.batch_size, args.workers))
+        timings["per-image"].append(per_image_path(detector, paths, pipeline))
+        timings["bare"].append(bare_path(detector, batches))
+    speed = {name: len(paths) / statistics.median(values) for name, values in timings.items()}
+    del batches
+    return speed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--models", default="", help="comma-separated names (default: this target's)"
+    )
+    parser.add_argument("--images", type=int, default=64, help="number of images")
+    parser.add_argument("--image-width", type=int, default=800)
+    parser.add_argument("--image-height", type=int, default=600)
+    parser.add_argument("--img-size", type=int, default=640, help="the models' input size")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (executor)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--confidence-threshold", type=float, default=0.05)
+    parser.add_argument("--fp16", action="store_true", help="half precision (executor, bare)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    warnings.filterwarnings("ignore")
+    import torch
+
+    args.device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    if args.device == "cuda":
+        args.device = "cuda:0"
+    object_type = manifest_object_type(default_img_man())
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    if names == ["all"]:
+        specs = list(models.MODELS.values())
+    elif names:
+        specs = [models.get_model(name) for name in names]
+    else:
+        specs = models.models_for(object_type)
+    if args.device.startswith("cuda"):
+        hardware = torch.cuda.get_device_name(torch.device(args.device))
+    else:
+        hardware = (
+            f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        )
+    print(
+        f"device {args.device} ({hardware}); torch {torch.__version__}; {args.images} images "
+        f"{args.image_width}x{args.image_height}, img_size {args.img_size}, batch "
+        f"{args.batch_size}, {args.workers} workers, fp16 {args.fp16}, median of "
+        f"{args.rounds} interleaved rounds"
+    )
+    header = (
+        f"{'model':<17}{'executor':>10}{'per-image':>11}{'bare':>9}"
+        f"{'exec/per-image':>16}{'exec/bare':>11}"
+    )
+    print(header + "\n" + f"{'':<17}{'img/s':>10}{'img/s':>11}{'img/s':>9}")
+    with tempfile.TemporaryDirectory(prefix="ymir-bench-") as temporary:
+        work = Path(temporary)
+        paths = synthetic_images(work / "images", args.images, args.image_width, args.image_height)
+        for spec in specs:
+            speed = measure(args, spec, object_type, work, paths)
+            print(
+                f"{spec.name:<17}{speed['executor']:>10.2f}{speed['per-image']:>11.2f}"
+                f"{speed['bare']:>9.2f}{speed['executor'] / speed['per-image']:>15.2f}x"
+                f"{100 * speed['executor'] / speed['bare']:>10.0f}%",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    sys.exit(main())

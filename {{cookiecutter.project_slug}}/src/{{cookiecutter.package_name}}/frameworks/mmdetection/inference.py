@@ -1,0 +1,1077 @@
+"""Batched MMDetection inference: a model package in, boxes or instance masks out.
+
+What :func:`infer` does, and why:
+
+- **The model comes from the package**, not from the image: ``config.py`` (the config the
+  training dumped, already holding the classes and the image size) and ``model.pth`` (an
+  mmengine checkpoint whose ``meta`` names the classes and the object type). The checkpoint is
+  loaded with :func:`..openmmlab.checkpoint.load_checkpoint`, which unpickles fully only the
+  files the executor trusts (see that module); a missing, corrupt or mismatching file is error
+  300004, a model made for the other target 300005.
+- **Thresholds** ``confidence_threshold`` and ``iou_threshold`` go into the config's
+  ``model.test_cfg`` before the model is built (``rcnn.*`` for two-stage models), so the
+  heads' own post-processing applies them and nothing is filtered twice.
+- **Batches**: a torch ``DataLoader`` with ``num_workers_per_gpu`` processes decodes and
+  transforms images (the config's test pipeline) while the model runs on the previous batch of
+  ``batch_size_per_gpu`` images. Images are decoded with Pillow *without* EXIF rotation (the
+  platform's coordinate frame; OpenCV would rotate) and handed over as BGR like mmcv loads them.
+- **Ranks**: with several GPUs (or ``world_size`` > 1 on the CPU, gloo) candidates are sharded
+  ``candidates[rank::world_size]``, each rank predicts its share and rank 0 gathers everything
+  (:mod:`..openmmlab.distributed`). Every candidate is predicted exactly once.
+- **Results**: boxes go to ``ctx.results`` (a :class:`DetectionResult`, which rounds them to
+  integers and clips them to the image), instance masks to a :class:`SegmentationResult`, which
+  writes them as compressed RLE. Masks travel between processes as RLE too.
+- **Corrupt candidates** are logged and get an empty result; the run succeeds.
+- **fp16** (``fp16=True``, or the optional ``fp16`` hyper-parameter): backbone, neck and head
+  convolutions run under float16 autocast, but every head hands float32 tensors to the
+  post-processing, so box decoding and NMS (mmcv's NMS rejects half) stay in float32.
+- **Mining + inference in one container** (``run_mining`` and ``run_infer``): ``__main__``
+  runs mining, then inference, in one process and with the same merged hyper-parameters.
+  Mining's forward passes already produce the boxes with these thresholds, so mining leaves
+  the per-image predictions in :data:`SHARED_PREDICTIONS` (module level, one process) and
+  :func:`infer` takes them instead of running the model again when the model files,
+  thresholds, classes and candidates are the same (:func:`share_key`); otherwise it predicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ...contract.errors import ErrorCode, ExecutorError
+from ...contract.images import open_image
+from ...contract.masks import encode_rle
+
+log = logging.getLogger(__name__)
+
+DETECTION, INSTANCE_SEGMENTATION = 2, 4
+# Pipeline steps that load annotations: candidates have none.
+_ANNOTATION_STEPS = ("LoadAnnotations", "LoadPanopticAnnotations", "LoadTrackAnnotations")
+# Modules whose forward runs under autocast with fp16 (their outputs are cast back to float32).
+_HALF_MODULES = (
+    "backbone",
+    "neck",
+    "bbox_head",
+    "rpn_head",
+    "roi_head.bbox_head",
+    "roi_head.mask_head",
+)
+# Parameter names of the prediction heads (see untrained_stage).
+_HEAD_PREFIXES = ("bbox_head.", "rpn_head.", "roi_head.", "mask_head.")
+
+
+@dataclass
+class Prediction:
+    """One candidate's predictions in the writers' terms (picklable: crosses processes).
+
+    ``boxes``: ``(x, y, w, h, class_index, score)`` floats in original image pixels, class
+    indices into the task's ``class_names``. ``masks`` (instance segmentation only):
+    ``(rle, class_index, score)`` with ``rle`` a compressed RLE dict of the image size.
+    ``error`` is set (and everything else empty) when the image could not be read.
+    """
+
+    width: int = 0
+    height: int = 0
+    boxes: list = field(default_factory=list)
+    masks: list | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable form (events between processes carry JSON)."""
+        return {
+            "size": [self.width, self.height],
+            "boxes": [
+                [float(v) for v in box[:4]] + [int(box[4]), float(box[5])] for box in self.boxes
+            ],
+            "masks": None
+            if self.masks is None
+            else [[dict(rle), int(label), float(score)] for rle, label, score in self.masks],
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Prediction:
+        """The :class:`Prediction` :meth:`to_json` described."""
+        masks = data.get("masks")
+        return cls(
+            width=int(data["size"][0]),
+            height=int(data["size"][1]),
+            boxes=[tuple(box) for box in data.get("boxes") or []],
+            masks=None if masks is None else [tuple(item) for item in masks],
+            error=data.get("error"),
+        )
+
+
+@dataclass
+class Detector:
+    """A model rebuilt from a package, ready for :func:`predict_batches`."""
+
+    model: Any  # mmdet BaseDetector in eval mode on ``device``
+    cfg: Any  # the mmengine Config it was built from (thresholds applied)
+    model_classes: list[str]  # the model's classes, in its label order
+    label_map: list[int | None]  # model label -> index in the task's class_names (None: drop)
+    object_type: int
+    with_masks: bool
+    device: str
+    model_type: str  # cfg.model.type, e.g. "RTMDet", "FasterRCNN"
+    model_name: str | None = None  # the executor's short name when the checkpoint says it
+
+
+# --- model package -> detector --------------------------------------------------------------
+
+
+def package_files(package: Any) -> tuple[Path, Path]:
+    """``(config.py, weights)`` of a model package (:class:`contract.models.ModelPackage`).
+
+    The weights are ``model.pth``; a package with another single ``.pth`` (hand-made or older)
+    is accepted too.
+
+    Raises:
+        ExecutorError: MODEL when the package lacks the config or the weights.
+    """
+    config = package.find_file("config.py")
+    try:
+        weights = package.find_file("model.pth")
+    except ExecutorError:
+        others = [path for path in package.files if path.suffix == ".pth"]
+        if len(others) != 1:
+            raise
+        weights = others[0]
+    return config, weights
+
+
+def load_config(config_file: Path) -> Any:
+    """The dumped mmdet config of a package (MODEL error when it cannot be read)."""
+    from . import config
+
+    # The config is Python the training wrote: it has the checkpoint's trust (see
+    # openmmlab.checkpoint), never a user-supplied file.
+    return config.load_config(config_file)
+
+
+def config_has_masks(cfg: Any) -> bool:
+    """Whether the configured model predicts instance masks."""
+    model = cfg.model
+    roi_head = model.get("roi_head") or {}
+    if roi_head.get("mask_head") is not None:
+        return True
+    head = model.get("bbox_head") or {}
+    return "Ins" in str(head.get("type", "")) or model.get("mask_head") is not None
+
+
+def load_detector(
+    package: Any,
+    object_type: int,
+    class_names: Sequence[str],
+    device: str = "cpu",
+    *,
+    score_thr: float | None = None,
+    iou_thr: float | None = None,
+    fp16: bool = False,
+) -> Detector:
+    """Rebuild the detector of a model package on ``device``.
+
+    ``object_type`` is the executor's target, ``class_names`` the task's classes: the model's
+    labels are mapped to them by name (a model class the task does not list is dropped, with a
+    warning).
+
+    Raises:
+        ExecutorError: MODEL for a missing, corrupt or mismatching config / checkpoint,
+            OBJECT_TYPE when the model was made for the other target.
+    """
+    config_file, weights_file = package_files(package)
+    cfg = load_config(config_file)
+    checkpoint = _load_checkpoint(weights_file)
+    meta = checkpoint.get("meta") or {}
+    _check_object_type(object_type, meta, getattr(package, "info", {}) or {}, cfg)
+    if score_thr is not None or iou_thr is not None:
+        from . import config
+
+        # Before the build: the heads copy test_cfg when they are constructed.
+        config.set_thresholds(cfg, score_thr, iou_thr)
+    model = _build_model(cfg, config_file)
+    _load_weights(model, checkpoint["state_dict"], weights_file)
+    model.eval()
+    model.to(device)
+    if fp16:
+        enable_fp16(model, device)
+
+    model_classes = _model_classes(checkpoint, cfg, package, class_names)
+    label_map = _label_map(model_classes, class_names)
+    return Detector(
+        model=model,
+        cfg=cfg,
+        model_classes=model_classes,
+        label_map=label_map,
+        object_type=object_type,
+        with_masks=config_has_masks(cfg),
+        device=str(device),
+        model_type=str(cfg.model.get("type", "")),
+        model_name=str(meta.get("model") or (cfg.get("ymir") or {}).get("model") or "") or None,
+    )
+
+
+def _load_checkpoint(weights_file: Path) -> dict:
+    from ..openmmlab.checkpoint import load_checkpoint
+
+    return load_checkpoint(weights_file, map_location="cpu")
+
+
+def _check_object_type(object_type: int, meta: dict, info: dict, cfg: Any) -> None:
+    names = {DETECTION: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
+    ymir = cfg.get("ymir") or {}  # what the training's config surgery recorded
+    declarations = (
+        ("checkpoint", meta.get("object_type")),
+        ("config", ymir.get("object_type")),
+        ("package", info.get("object_type")),
+    )
+    for where, declared in declarations:
+        if declared in (None, ""):
+            continue
+        try:
+            declared = int(declared)
+        except (TypeError, ValueError):
+            continue
+        if declared != object_type:
+            raise ExecutorError(
+                ErrorCode.OBJECT_TYPE,
+                f"the model does {names.get(declared, declared)} (object_type {declared} in its "
+                f"{where}), this executor does {names.get(object_type, object_type)}",
+            )
+    if object_type == INSTANCE_SEGMENTATION and not config_has_masks(cfg):
+        raise ExecutorError(
+            ErrorCode.OBJECT_TYPE,
+            f"the model ({cfg.model.get('type')}) predicts boxes only; instance segmentation "
+            "needs a model with a mask head",
+        )
+
+
+def _build_model(cfg: Any, config_file: Path) -> Any:
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    init_default_scope(cfg.get("default_scope", "mmdet"))
+    try:
+        return MODELS.build(cfg.model)
+    except Exception as error:
+        raise ExecutorError(
+            ErrorCode.MODEL, f"cannot build the model of {config_file.name}: {_line(error)}"
+        ) from error
+
+
+def _load_weights(model: Any, state_dict: dict, weights_file: Path) -> None:
+    state = {
+        (key[len("module.") :] if key.startswith("module.") else key): value
+        for key, value in state_dict.items()
+    }
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # size mismatches: weights of another config
+        raise ExecutorError(
+            ErrorCode.MODEL,
+            f"the weights {weights_file.name} do not fit the model config: {_line(error)}",
+        ) from error
+    missing = [key for key in result.missing_keys if not key.startswith("data_preprocessor.")]
+    if missing:
+        raise ExecutorError(
+            ErrorCode.MODEL,
+            f"the weights {weights_file.name} do not fit the model config: {len(missing)} "
+            f"parameters missing (e.g. {', '.join(missing[:3])})",
+        )
+    if result.unexpected_keys:
+        log.warning(
+            "%s: %d unexpected parameters ignored (e.g. %s)",
+            weights_file.name,
+            len(result.unexpected_keys),
+            ", ".join(result.unexpected_keys[:3]),
+        )
+
+
+def _model_classes(
+    checkpoint: dict, cfg: Any, package: Any, class_names: Sequence[str]
+) -> list[str]:
+    from ..openmmlab.checkpoint import class_names as checkpoint_classes
+
+    names = checkpoint_classes(checkpoint) or getattr(package, "class_names", None)
+    if not names:
+        try:
+            names = list(cfg.test_dataloader.dataset.metainfo["classes"])
+        except (AttributeError, KeyError, TypeError):
+            names = None
+    if not names:
+        log.warning("the model does not name its classes; assuming the task's class_names order")
+        names = list(class_names)
+    return [str(name) for name in names]
+
+
+def _label_map(model_classes: Sequence[str], class_names: Sequence[str]) -> list[int | None]:
+    lookup = {str(name).strip().lower(): index for index, name in enumerate(class_names)}
+    mapping = [lookup.get(str(name).strip().lower()) for name in model_classes]
+    dropped = [name for name, index in zip(model_classes, mapping) if index is None]
+    if dropped:
+        log.warning(
+            "the model's classes %s are not in this task's class_names; their predictions "
+            "are dropped",
+            ", ".join(dropped),
+        )
+    if all(index is None for index in mapping):
+        raise ExecutorError(
+            ErrorCode.MODEL,
+            f"none of the model's classes ({', '.join(model_classes)}) is in class_names "
+            f"({', '.join(class_names)})",
+        )
+    return mapping
+
+
+# --- fp16 ------------------------------------------------------------------------------------
+
+
+def enable_fp16(model: Any, device: str) -> None:
+    """Run the network's convolutions under float16 autocast, post-processing in float32.
+
+    Each module of :data:`_HALF_MODULES` that exists gets its ``forward`` wrapped: autocast on
+    the way in, every floating tensor of the output cast back to float32 on the way out. Box
+    decoding, score thresholds and NMS (in ``predict_by_feat``, outside ``forward``) therefore
+    see float32 only.
+    """
+    import torch
+
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    for path in _HALF_MODULES:
+        module = model
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                break
+        if module is None or getattr(module, "_ymir_fp16", False):
+            continue
+        module.forward = _autocast_forward(module.forward, device_type, torch)
+        module._ymir_fp16 = True
+
+
+def _autocast_forward(forward: Callable, device_type: str, torch: Any) -> Callable:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with _autocast(device_type, torch):
+            output = forward(*args, **kwargs)
+        return _to_float32(output, torch)
+
+    return wrapped
+
+
+def _autocast(device_type: str, torch: Any) -> Any:
+    if hasattr(torch, "autocast"):  # torch >= 1.10
+        return torch.autocast(device_type, dtype=torch.float16)
+    if device_type == "cuda":  # torch 1.8 / 1.9 (the cu111 image): CUDA autocast only
+        return torch.cuda.amp.autocast()
+    log.warning("this torch has no CPU autocast; fp16 is ignored on the CPU")
+    return contextlib.nullcontext()
+
+
+def _to_float32(value: Any, torch: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        converted = [_to_float32(item, torch) for item in value]
+        return type(value)(converted) if isinstance(value, list) else tuple(converted)
+    if isinstance(value, dict):
+        return {key: _to_float32(item, torch) for key, item in value.items()}
+    return value
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def test_pipeline(cfg: Any) -> Any:
+    """The config's test pipeline, fed with decoded arrays and without annotation loading."""
+    from mmengine.dataset import Compose
+
+    from . import config
+
+    steps = [
+        step
+        for step in config.test_pipeline(cfg)
+        if str(step.get("type", "")).split(".")[-1] not in _ANNOTATION_STEPS
+    ]
+    if steps and "Load" in str(steps[0].get("type", "")):
+        steps = steps[1:]
+    # The scope prefix lets the step resolve even where mmdet is not the default scope.
+    return Compose([{"type": "mmdet.LoadImageFromNDArray"}, *steps])
+
+
+def read_bgr(path: Path) -> np.ndarray:
+    """An image as mmcv loads it (HxWx3 uint8, BGR), but never EXIF-rotated.
+
+    Raises:
+        ExecutorError: IMAGE when the file cannot be decoded.
+    """
+    image = open_image(path)
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8)[:, :, ::-1])
+
+
+ViewFn = Callable[[np.ndarray, int], Sequence[np.ndarray]]
+
+
+class CandidateDataset:
+    """``(index, path)`` items -> the test pipeline's packed inputs, in a DataLoader worker.
+
+    ``views(image, index)`` turns one decoded image into the images to predict (default: the
+    image itself; CALD mining adds augmented copies); without a ``pipeline`` only the size is
+    returned. An unreadable image becomes ``{"index", "path", "error"}`` instead of raising, so
+    one bad file never stops a batch.
+    """
+
+    def __init__(
+        self, items: Sequence[tuple[int, Path]], pipeline: Any, views: ViewFn | None = None
+    ):
+        self.items = list(items)
+        self.pipeline = pipeline
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int) -> dict:
+        index, path = self.items[position]
+        try:
+            image = read_bgr(path)
+        except ExecutorError as error:
+            return {"index": index, "path": str(path), "error": error.message}
+        height, width = image.shape[:2]
+        if self.pipeline is None:  # decoding was the point (random mining): nothing to predict
+            return {"index": index, "path": str(path), "size": (width, height), "views": []}
+        views = self.views(image, index) if self.views is not None else [image]
+        packed = []
+        for view in views:
+            data = self.pipeline({"img": view, "img_id": index})
+            packed.append((data["inputs"], data["data_samples"]))
+        return {"index": index, "path": str(path), "size": (width, height), "views": packed}
+
+
+def keep_list(batch: list) -> list:
+    """DataLoader collate: keep the items as they are (the model's preprocessor stacks)."""
+    return batch
+
+
+def make_loader(dataset: CandidateDataset, batch_size: int, workers: int, device: str) -> Any:
+    """A DataLoader that prepares the next batches while the model runs on this one."""
+    from torch.utils.data import DataLoader
+
+    workers = max(0, int(workers))
+    options = {}
+    if workers:
+        # Two batches per worker in flight (torch < 2 refuses the option without workers).
+        options["prefetch_factor"] = 2
+    return DataLoader(
+        dataset,
+        batch_size=max(1, int(batch_size)),
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=keep_list,
+        # Page-locked host memory makes the host -> GPU copy asynchronous.
+        pin_memory=str(device).startswith("cuda"),
+        **options,
+    )
+
+
+# --- prediction ------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchOutput:
+    """What :func:`predict_batches` yields per candidate: the samples of each of its views."""
+
+    index: int
+    path: str
+    size: tuple[int, int] | None  # (width, height); None for an unreadable image
+    samples: list  # DetDataSample per view (pred_instances at original image scale)
+    error: str | None = None
+    head_outputs: list = field(default_factory=list)  # per view, when capture_head is set
+
+
+def predict_batches(
+    detector: Detector,
+    items: Sequence[tuple[int, Path]],
+    *,
+    batch_size: int,
+    workers: int,
+    views: ViewFn | None = None,
+    capture_head: Callable[[Any, int], Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[BatchOutput]:
+    """Predict ``items`` batch by batch; yields one :class:`BatchOutput` per item, in order.
+
+    ``capture_head(outputs, position)``, when given, receives the dense head's raw outputs of
+    each forward pass (what ``bbox_head.forward`` returned) and the position of an image in that
+    pass; what it returns is stored per view in ``head_outputs`` (ALDD mining reads its class
+    maps there, from the same forward pass that made the predictions). Views of a batch are
+    forwarded in chunks of at most ``batch_size`` images.
+    """
+    import torch
+
+    pipeline = test_pipeline(detector.cfg)
+    loader = make_loader(
+        CandidateDataset(items, pipeline, views), batch_size, workers, detector.device
+    )
+    if str(detector.device).startswith("cuda"):
+        # Pinned batches can be copied without blocking the host.
+        detector.model.data_preprocessor._non_blocking = True
+    captured: list = []
+    handle = None
+    if capture_head is not None:
+        head = getattr(detector.model, "bbox_head", None)
+        if head is None:
+            raise ExecutorError(ErrorCode.CONFIG, f"{detector.model_type} has no dense head")
+        handle = head.register_forward_hook(
+            lambda _module, _inputs, output: captured.append(output)
+        )
+    done, total = 0, len(items)
+    try:
+        for batch in loader:
+            flat = [(item, view) for item in batch if "error" not in item for view in item["views"]]
+            samples: list = []
+            heads: list = []
+            for start in range(0, len(flat), max(1, int(batch_size))):
+                chunk = flat[start : start + max(1, int(batch_size))]
+                data = {
+                    "inputs": [view[0] for _, view in chunk],
+                    "data_samples": [view[1] for _, view in chunk],
+                }
+                captured.clear()
+                with torch.no_grad():
+                    samples.extend(detector.model.test_step(data))
+                if capture_head is not None:
+                    heads.extend(
+                        capture_head(captured[-1], position) for position in range(len(chunk))
+                    )
+            position = 0
+            for item in batch:
+                if "error" in item:
+                    log.warning("cannot read candidate %s: %s", item["path"], item["error"])
+                    yield BatchOutput(item["index"], item["path"], None, [], error=item["error"])
+                    continue
+                count = len(item["views"])
+                yield BatchOutput(
+                    item["index"],
+                    item["path"],
+                    tuple(item["size"]),
+                    samples[position : position + count],
+                    head_outputs=heads[position : position + count] if heads else [],
+                )
+                position += count
+            done += len(batch)
+            if progress is not None:
+                progress(done, total)
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def to_prediction(detector: Detector, output: BatchOutput, view: int = 0) -> Prediction:
+    """The writer-ready :class:`Prediction` of one view of a :class:`BatchOutput`."""
+    if output.error is not None or output.size is None:
+        return Prediction(error=output.error or "unreadable")
+    width, height = output.size
+    instances = output.samples[view].pred_instances
+    bboxes = instances.bboxes.float().cpu().numpy()
+    scores = instances.scores.float().cpu().numpy()
+    labels = instances.labels.cpu().numpy()
+    masks = None
+    if (
+        detector.with_masks
+        and detector.object_type == INSTANCE_SEGMENTATION
+        and "masks" in instances
+    ):
+        masks = instances.masks.cpu().numpy().astype(bool)
+    prediction = Prediction(width=width, height=height, masks=[] if masks is not None else None)
+    for position, (box, score, label) in enumerate(zip(bboxes, scores, labels)):
+        class_index = (
+            detector.label_map[int(label)] if 0 <= int(label) < len(detector.label_map) else None
+        )
+        score = float(score)
+        if class_index is None or not math.isfinite(score) or not np.isfinite(box).all():
+            continue
+        score = min(1.0, max(0.0, score))
+        x1, y1, x2, y2 = (float(value) for value in box)
+        prediction.boxes.append((x1, y1, x2 - x1, y2 - y1, class_index, score))
+        if masks is not None:
+            mask = masks[position]
+            if mask.shape != (height, width) or not mask.any():
+                continue
+            prediction.masks.append((encode_rle(mask), class_index, score))
+    return prediction
+
+
+def add_to_results(results: Any, path: Path, prediction: Prediction, object_type: int) -> None:
+    """Hand one candidate's prediction to the task's result writer."""
+    if prediction.error is not None:
+        return  # the writer lists every candidate; an unreadable one stays empty
+    if object_type == INSTANCE_SEGMENTATION:
+        results.add(path, prediction.width, prediction.height, prediction.masks or [])
+    else:
+        results.add(path, prediction.boxes, size=(prediction.width, prediction.height))
+
+
+# --- mining + inference sharing ----------------------------------------------------------------
+
+# share_key -> {candidate index: Prediction}; filled by mining when inference follows in the
+# same container, emptied by inference (one process: __main__ runs mining, then infer).
+SHARED_PREDICTIONS: dict[str, dict[int, Prediction]] = {}
+
+
+def share_key(
+    package: Any,
+    object_type: int,
+    class_names: Sequence[str],
+    candidates: Sequence[Path],
+    score_thr: float,
+    iou_thr: float | None,
+) -> str:
+    """What must be equal for mining's predictions to be inference's.
+
+    The model files (path, size, modification time), the target, the classes, the candidate
+    list and both thresholds; anything else (batch size, workers) does not change predictions.
+    """
+    digest = hashlib.sha1()
+    for path in sorted(str(path) for path in getattr(package, "files", [])):
+        stat = Path(path).stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    digest.update(f"{object_type}\0{list(class_names)}\0{score_thr!r}\0{iou_thr!r}\n".encode())
+    for path in candidates:
+        digest.update(str(path).encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest()
+
+
+def thresholds(params: Any) -> tuple[float, float | None]:
+    """``(confidence_threshold, iou_threshold)`` of a task; ``None`` keeps the config's IoU.
+
+    Raises:
+        ExecutorError: CONFIG for values outside [0, 1] (IoU: (0, 1]).
+    """
+    score_thr = _number(params, "confidence_threshold", 0.05)
+    iou = params.get("iou_threshold", None)
+    iou_thr = None if iou in (None, "") else _number(params, "iou_threshold", 0.6)
+    if not 0.0 <= score_thr <= 1.0:
+        raise ExecutorError(
+            ErrorCode.CONFIG, f"confidence_threshold must be in [0, 1], got {score_thr}"
+        )
+    if iou_thr is not None and not 0.0 < iou_thr <= 1.0:
+        raise ExecutorError(ErrorCode.CONFIG, f"iou_threshold must be in (0, 1], got {iou_thr}")
+    return score_thr, iou_thr
+
+
+def loader_settings(params: Any) -> tuple[int, int]:
+    """``(batch_size_per_gpu, num_workers_per_gpu)``, checked."""
+    batch = int(_number(params, "batch_size_per_gpu", 8))
+    workers = int(_number(params, "num_workers_per_gpu", 2))
+    if batch < 1 or workers < 0:
+        raise ExecutorError(
+            ErrorCode.CONFIG,
+            f"batch_size_per_gpu must be >= 1 and num_workers_per_gpu >= 0, got {batch} and "
+            f"{workers}",
+        )
+    return batch, workers
+
+
+def flag(params: Any, name: str) -> bool:
+    """An optional boolean hyper-parameter that may be missing from the template."""
+    value = params.get(name, False)
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "t", "on")
+    return bool(value)
+
+
+def _number(params: Any, name: str, default: float) -> float:
+    value = params.get(name, default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ExecutorError(
+            ErrorCode.CONFIG, f"hyper-parameter {name!r} must be a number, got {value!r}"
+        ) from None
+    if not math.isfinite(number):
+        raise ExecutorError(ErrorCode.CONFIG, f"hyper-parameter {name!r} must be finite")
+    return number
+
+
+# --- jobs (one process, or one per rank under torchrun) ---------------------------------------
+
+
+def package_payload(package: Any) -> dict:
+    """The JSON-serialisable part of a model package that a worker process needs."""
+    info = getattr(package, "info", {}) or {}
+    return {
+        "files": [str(path) for path in getattr(package, "files", [])],
+        "class_names": getattr(package, "class_names", None),
+        "object_type": info.get("object_type"),
+    }
+
+
+def package_from_payload(payload: dict) -> Any:
+    """A :class:`contract.models.ModelPackage` again, in a worker process."""
+    from ...contract.models import ModelPackage
+
+    info = {} if payload.get("object_type") is None else {"object_type": payload["object_type"]}
+    return ModelPackage(
+        info=info,
+        files=[Path(path) for path in payload["files"]],
+        class_names=payload.get("class_names"),
+    )
+
+
+def job_payload(ctx: Any, kind: str, *, fp16: bool | None = None) -> dict:
+    """What :func:`infer_job` (and mining's job) need from the task context, as JSON."""
+    score_thr, iou_thr = thresholds(ctx.params)
+    batch_size, workers = loader_settings(ctx.params)
+    return {
+        "kind": kind,
+        "package": package_payload(ctx.model),
+        "object_type": int(ctx.object_type),
+        "class_names": list(ctx.class_names),
+        "candidates": [str(path) for path in ctx.candidates()],
+        "score_thr": score_thr,
+        "iou_thr": iou_thr,
+        "batch_size": batch_size,
+        "workers": workers,
+        "fp16": flag(ctx.params, "fp16") if fp16 is None else bool(fp16),
+    }
+
+
+def job_device(payload: dict) -> str:
+    """This rank's device: its GPU when the job runs on GPUs, else the CPU.
+
+    The launcher made this rank's GPU the current device (the task's first GPU in the executor
+    process, ``cuda:<local rank>`` under torchrun, where only the task's GPUs are visible).
+    """
+    import torch
+
+    if payload.get("cuda") and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.current_device()}"
+    return "cpu"
+
+
+def job_detector(payload: dict, *, score_thr: float | None = None) -> Detector:
+    """The job's detector on this rank's device (thresholds from the payload by default)."""
+    quiet_deprecations()
+    return load_detector(
+        package_from_payload(payload["package"]),
+        payload["object_type"],
+        payload["class_names"],
+        job_device(payload),
+        score_thr=payload["score_thr"] if score_thr is None else score_thr,
+        iou_thr=payload["iou_thr"],
+        fp16=payload["fp16"],
+    )
+
+
+def quiet_deprecations() -> None:
+    """Hide torch deprecation notices raised inside mmdet / mmcv: they say nothing to a user
+    and the YMIR UI shows only the last lines of the log."""
+    import warnings
+
+    for message in (r".*torch\.cuda\.amp\.", r".*torch\.meshgrid.*indexing", r".*torch\.jit\."):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def progress_reporter(channel: Any, total: int, step: float = 0.01) -> Callable[[int, int], None]:
+    """``(done, this rank's total)`` -> ``channel.progress`` at most every ``step``.
+
+    Only rank 0 reports; shards differ by at most one image, so its fraction is everyone's.
+    """
+    state = {"last": -1.0, "logged": -1.0}
+
+    def report(done: int, shard_total: int) -> None:
+        fraction = done / max(1, shard_total)
+        if fraction - state["last"] >= step or done >= shard_total:
+            state["last"] = fraction
+            channel.progress(fraction)
+        if fraction - state["logged"] >= 0.1 or done >= shard_total:
+            state["logged"] = fraction
+            log.info("%d/%d images (%.0f%%)", done, shard_total, 100 * fraction)
+
+    return report
+
+
+def send_in_chunks(channel: Any, kind: str, rows: list, chunk: int = 500) -> None:
+    """Send ``rows`` to the executor as several events (bounded line length in the file)."""
+    for start in range(0, len(rows), chunk):
+        channel.send(kind, rows=rows[start : start + chunk])
+
+
+def infer_job(payload: dict, channel: Any) -> None:
+    """The inference job on one rank: its shard of candidates -> predictions -> rank 0.
+
+    Runs under :func:`..openmmlab.distributed.launch`; rank 0 sends
+    ``("predictions", rows=[[candidate index, Prediction.to_json()], ...])`` events.
+    """
+    from ..openmmlab import distributed
+
+    items = distributed.shard(list(enumerate(Path(path) for path in payload["candidates"])))
+    detector = job_detector(payload)
+    rows = []
+    for output in predict_batches(
+        detector,
+        items,
+        batch_size=payload["batch_size"],
+        workers=payload["workers"],
+        progress=progress_reporter(channel, len(items)),
+    ):
+        rows.append([output.index, to_prediction(detector, output).to_json()])
+    gathered = distributed.gather(rows)
+    if gathered is not None:
+        send_in_chunks(channel, "predictions", [row for part in gathered for row in part])
+
+
+def run_job(
+    job: Callable[[dict, Any], None],
+    payload: dict,
+    ctx: Any,
+    handlers: dict,
+    *,
+    world_size: int | None = None,
+) -> None:
+    """Run ``job`` on every rank of the task (one process per GPU, or CPU processes).
+
+    ``world_size`` overrides the number of processes (default: one per GPU of the task; on the
+    CPU one, or ``$YMIR_CPU_PROCESSES``).
+    """
+    from ..openmmlab import distributed, failures
+
+    # A GPU asked for but absent (300102) or unusable (300101) fails here, before any work.
+    failures.check_devices(ctx.gpu_ids)
+    payload = dict(payload, cuda=bool(ctx.gpu_ids))
+    handlers = dict(handlers)
+    handlers.setdefault("progress", lambda event: ctx.progress(float(event["fraction"])))
+    processes = world_size
+    if processes is None and not ctx.gpu_ids:
+        processes = distributed.process_count([])
+    # Out of memory (incl. shared memory of the loader workers) -> 300103, and so on.
+    with failures.mapped():
+        distributed.launch(
+            job,
+            payload,
+            gpu_ids=list(ctx.gpu_ids),
+            work_dir=ctx.work_dir,
+            handlers=handlers,
+            processes=processes if not ctx.gpu_ids else None,
+        )
+
+
+# --- the task ----------------------------------------------------------------------------------
+
+
+def infer(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -> None:
+    """Predict every candidate with the package's model and fill ``ctx.results``.
+
+    ``fp16`` (default: the optional ``fp16`` hyper-parameter, else False) runs the network in
+    half precision with float32 post-processing. ``world_size`` (CPU only; default
+    ``$YMIR_CPU_PROCESSES`` or 1) runs that many gloo processes; with GPUs there is one
+    process per GPU of the task.
+    """
+    candidates = list(ctx.candidates())
+    score_thr, iou_thr = thresholds(ctx.params)
+    key = share_key(ctx.model, ctx.object_type, ctx.class_names, candidates, score_thr, iou_thr)
+    predictions = SHARED_PREDICTIONS.pop(key, None)
+    if predictions is not None and len(predictions) == len(candidates):
+        log.info("inference reuses mining's predictions of these %d images", len(candidates))
+    else:
+        predictions = {}
+
+        def collect(event: dict) -> None:
+            for index, data in event["rows"]:
+                if int(index) in predictions:  # sharding must give every image to one rank
+                    raise RuntimeError(f"candidate {candidates[int(index)]} was predicted twice")
+                predictions[int(index)] = Prediction.from_json(data)
+
+        run_job(
+            infer_job,
+            job_payload(ctx, "infer", fp16=fp16),
+            ctx,
+            {"predictions": collect},
+            world_size=world_size,
+        )
+    unreadable = 0
+    for index, path in enumerate(candidates):
+        prediction = predictions.get(index)
+        if prediction is None:  # cannot happen unless a rank lost images: fail loudly
+            raise RuntimeError(f"candidate {path} was not predicted")
+        unreadable += prediction.error is not None
+        add_to_results(ctx.results, path, prediction, ctx.object_type)
+    log.info("inference: %d images predicted, %d unreadable", len(candidates), unreadable)
+
+
+# --- untrained packages (tests, benchmarks) ----------------------------------------------------
+
+
+def untrained_stage(
+    stage_dir: Path,
+    model_name: str,
+    object_type: int,
+    class_names: Sequence[str],
+    *,
+    img_size: int = 640,
+    seed: int = 0,
+    noise: float = 0.0,
+) -> list[Path]:
+    """Write a model stage (``config.py`` + ``model.pth``) with randomly initialised weights.
+
+    The config goes through the same surgery as a training run's (classes, ``img_size``, no
+    downloads), the checkpoint carries the same ``meta`` (classes, object type, model), so
+    inference and mining treat it exactly like a trained stage. For tests and benchmarks: no
+    training, no pretrained weights, nothing downloaded. A freshly initialised head predicts
+    near-empty boxes at one score; ``noise`` (e.g. 0.02) adds Gaussian noise of that standard
+    deviation to the heads' weights, and batch norms get the statistics of random images, so
+    the model predicts varied boxes, scores and masks.
+    Returns the two files.
+    """
+    import torch
+    from mmdet.registry import MODELS
+    from mmengine.logging import MMLogger
+    from mmengine.registry import init_default_scope
+
+    from ... import __version__
+    from ..openmmlab.checkpoint import save_checkpoint
+    from . import config, models
+
+    stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    spec = models.get_model(model_name, object_type)
+    settings = config.training_settings(
+        {"model": spec.name, "img_size": img_size, "epochs": 1, "num_workers_per_gpu": 0},
+        object_type,
+    )
+    inputs = config.TrainingInputs(
+        class_names=list(class_names),
+        object_type=object_type,
+        train_json=stage_dir / "train.json",
+        val_json=stage_dir / "val.json",
+        num_train_images=1,
+        world_size=1,
+        use_cuda=False,
+        work_dir=stage_dir / "work",
+        tensorboard_dir=stage_dir / "tensorboard",
+        load_from=None,
+    )
+    cfg = config.stage_config(config.training_config(spec, settings, inputs))
+    cfg.dump(str(stage_dir / "config.py"))
+    init_default_scope("mmdet")
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # init_weights logs every parameter at INFO
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+    if noise:
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if parameter.dim() > 1 and name.startswith(_HEAD_PREFIXES):
+                    parameter.add_(torch.randn_like(parameter) * float(noise))
+        _calibrate_norms(model, img_size)
+    meta = {
+        "class_names": list(class_names),
+        "dataset_meta": {"classes": list(class_names)},
+        "executor_version": __version__,
+        "object_type": int(object_type),
+        "model": spec.name,
+        "img_size": int(img_size),
+        "untrained": True,
+    }
+    save_checkpoint(stage_dir / "model.pth", model.state_dict(), meta)
+    return [stage_dir / "config.py", stage_dir / "model.pth"]
+
+
+def untrained_package(
+    dest_tar: Path,
+    model_name: str,
+    object_type: int,
+    class_names: Sequence[str],
+    *,
+    img_size: int = 640,
+    seed: int = 0,
+    noise: float = 0.0,
+    stage_name: str = "best",
+) -> Path:
+    """A platform model package (tar) holding one :func:`untrained_stage`, for tests and benchmarks.
+
+    Packed by :func:`contract.models.pack_model` exactly like a training output, so the devkit
+    can install it as ``model_params_path`` for mining and inference.
+    """
+    import yaml
+
+    from ...contract.models import pack_model
+
+    dest_tar = Path(dest_tar)
+    models_dir = dest_tar.parent / f"{dest_tar.stem}-models"
+    files = untrained_stage(
+        models_dir / stage_name,
+        model_name,
+        object_type,
+        class_names,
+        img_size=img_size,
+        seed=seed,
+        noise=noise,
+    )
+    result = {
+        "best_stage_name": stage_name,
+        "model_stages": {
+            stage_name: {
+                "stage_name": stage_name,
+                "files": [path.name for path in files],
+                "timestamp": 1,
+                "mAP": 0.0,
+            }
+        },
+        "mAP": 0.0,
+        "object_type": int(object_type),
+    }
+    (models_dir / "result.yaml").write_text(yaml.safe_dump(result), encoding="utf-8")
+    executor_config = {"class_names": list(class_names), "object_type": int(object_type)}
+    pack_model(models_dir / "result.yaml", stage_name, dest_tar, executor_config)
+    return dest_tar
+
+
+def _calibrate_norms(model: Any, img_size: int) -> None:
+    """Give batch norms the statistics of real activations, as training would.
+
+    At initialisation every batch norm assumes mean 0 and variance 1, so activations shrink
+    (or, for models fed raw pixels such as YOLOX, explode) layer after layer. A few forward
+    passes of random images through the model's own preprocessing, in training mode
+    (cumulative averages), fix the statistics.
+    """
+    import torch
+
+    norms = [
+        module
+        for module in model.modules()
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+    ]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None
+    model.train()
+    head = getattr(model, "bbox_head", None) or getattr(model, "rpn_head", None)
+    with torch.no_grad():
+        for _ in range(3):
+            images = [
+                torch.randint(0, 256, (3, img_size, img_size), dtype=torch.uint8) for _ in range(2)
+            ]
+            inputs = model.data_preprocessor({"inputs": images, "data_samples": None}, False)[
+                "inputs"
+            ]
+            features = model.extract_feat(inputs)
+            if head is not None:
+                head(features)
+    model.eval()
+
+
+def _line(error: BaseException) -> str:
+    return (" ".join(str(error).split()) or type(error).__name__)[:300]

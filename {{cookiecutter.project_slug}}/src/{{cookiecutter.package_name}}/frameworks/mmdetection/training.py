@@ -1,0 +1,321 @@
+"""MMDetection training for YMIR: data -> config -> mmengine runner(s) -> model stages.
+
+:func:`run` is what ``tasks/training.py`` calls. In the executor process it
+
+1. reads and checks the hyper-parameters (:mod:`.config`) and the devices (GPU requested but
+   absent -> 300102, CUDA build unfit for the GPU or driver -> 300101);
+2. writes the training and validation sets as COCO json under ``ctx.work_dir`` (:mod:`.data`);
+3. prepares the starting weights: the pretrained stage the user picked
+   (``pretrained_model_params``) or the COCO weights baked into the image (``/weights``,
+   ``$YMIR_WEIGHTS_DIR``), or none (training from scratch, with a warning). When the classes
+   of those weights differ from the task's, the class-dependent layers are left out, so the
+   head is re-initialised, and the log says so;
+4. builds the training config (:mod:`.config`) and dumps it;
+5. runs :func:`train_job` in one process, or one per GPU / gloo process through torchrun
+   (:mod:`..openmmlab.distributed`); rank 0's :class:`~..openmmlab.hooks.YmirTrainingHook`
+   reports progress and writes the stages ``best`` and ``last``, registered in result.yaml
+   through ``ctx.results.add_stage`` after every evaluation;
+6. maps failures to executor codes (:mod:`..openmmlab.failures`): out of memory 300103, NaN
+   loss 300201, unusable weights 300004, a pretrained model of another target 300005.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ... import __version__
+from ...contract.errors import ErrorCode, ExecutorError
+from ..openmmlab import checkpoint as checkpoints
+from ..openmmlab import distributed, failures
+from ..openmmlab.hooks import WEIGHTS_FILE, NonFiniteLossHook, YmirTrainingHook
+from . import config as configs
+from . import data, models
+
+log = logging.getLogger(__name__)
+
+# Shares of the task's progress: data conversion and weights first, then the training run.
+PREPARED, TRAINED = 0.02, 0.99
+
+
+def run(ctx: Any) -> None:
+    """Train the configured model on the task's data and write stages ``best`` / ``last``."""
+    settings = configs.training_settings(ctx.params, ctx.object_type)
+    spec = models.get_model(settings.model, ctx.object_type)
+    failures.check_devices(ctx.gpu_ids)
+    world_size = distributed.process_count(ctx.gpu_ids)
+    train_items, val_items = ctx.train_items(), ctx.val_items()
+    log.info(
+        "model %s, %d classes, %d training / %d validation images, %d epochs, %d process(es) on %s",
+        spec.name,
+        len(ctx.class_names),
+        len(train_items),
+        len(val_items),
+        settings.epochs,
+        world_size,
+        "GPU " + ",".join(str(index) for index in ctx.gpu_ids) if ctx.gpu_ids else "the CPU",
+    )
+
+    work_dir = Path(ctx.work_dir) / "mmdet"
+    train_json, val_json = data.write_splits(
+        train_items, val_items, ctx.class_names, work_dir / "data", ctx.object_type
+    )
+    source, origin = weights_source(ctx, spec)
+    inputs = configs.TrainingInputs(
+        class_names=list(ctx.class_names),
+        object_type=ctx.object_type,
+        train_json=train_json,
+        val_json=val_json,
+        num_train_images=len(train_items),
+        world_size=world_size,
+        use_cuda=bool(ctx.gpu_ids),
+        work_dir=work_dir / "runner",
+        tensorboard_dir=Path(ctx.env.output.tensorboard_dir),
+        load_from=source,
+    )
+    cfg = configs.training_config(spec, settings, inputs)
+    if source is not None and cfg.load_from == str(source):
+        load_from = prepare_weights(ctx, spec, cfg, source, origin)
+        cfg.load_from = str(load_from)
+    elif cfg.load_from:
+        log.info("load_from %s (set by cfg_options)", cfg.load_from)
+    ctx.progress(PREPARED)
+
+    config_file = work_dir / "train_config.py"
+    cfg.dump(str(config_file))
+    stage_text = configs.stage_config(cfg).pretty_text
+    payload = {
+        "config": str(config_file),
+        "stage_config": stage_text,
+        "models_dir": str(ctx.env.output.models_dir),
+        "legacy": bool(ctx.legacy),
+        "object_type": int(ctx.object_type),
+        "evaluate_config": configs.thresholds(cfg),
+        "progress_range": [PREPARED, TRAINED],
+        "meta": {
+            "class_names": list(ctx.class_names),
+            "dataset_meta": {"classes": list(ctx.class_names)},
+            "executor_version": __version__,
+            "object_type": int(ctx.object_type),
+            "model": spec.name,
+            "img_size": settings.img_size,
+        },
+    }
+
+    def on_stage(event: dict) -> None:
+        ctx.results.add_stage(
+            event["name"],
+            event["files"],
+            event["metrics"],
+            evaluate_config=event.get("evaluate_config"),
+        )
+
+    handlers = {"progress": lambda event: ctx.progress(event["fraction"]), "stage": on_stage}
+    with failures.mapped():
+        distributed.launch(
+            train_job,
+            payload,
+            gpu_ids=ctx.gpu_ids,
+            work_dir=work_dir,
+            handlers=handlers,
+            processes=world_size,
+        )
+    best = ctx.results.best_stage_name
+    if best is None:
+        raise RuntimeError("training ended without any evaluation, so no model was saved")
+    stage = ctx.results.stages[best]
+    main = "maskAP" if ctx.object_type == 4 else "mAP"
+    extras = [f"{key} {stage[key]:.4f}" for key in ("mAP_50", "boxAP") if key in stage]
+    log.info(
+        "training finished: best stage %r, %s %.4f%s",
+        best,
+        main,
+        stage[main],
+        f" ({', '.join(extras)})" if extras else "",
+    )
+
+
+def train_job(payload: dict, channel: distributed.Channel) -> None:
+    """One rank of the training run (in the executor process, or a torchrun worker)."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    # Deprecation notices of torch APIs inside mmdet / mmcv say nothing to a YMIR user.
+    for message in (r".*torch\.cuda\.amp\.", r".*torch\.meshgrid.*indexing"):
+        warnings.filterwarnings("ignore", message=message)
+    cfg = Config.fromfile(payload["config"])
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(NonFiniteLossHook())
+    if distributed.is_main():
+        runner.register_hook(
+            YmirTrainingHook(
+                channel,
+                models_dir=payload["models_dir"],
+                object_type=payload["object_type"],
+                meta=payload["meta"],
+                config_text=payload["stage_config"],
+                evaluate_config=payload["evaluate_config"],
+                legacy=payload["legacy"],
+                progress_range=payload["progress_range"],
+            )
+        )
+    with checkpoints.trusted_load():
+        runner.train()
+
+
+# ---------------------------------------------------------------------------------------------
+# starting weights
+
+
+def prepare_weights(ctx: Any, spec: models.ModelSpec, cfg: Any, source: Path, origin: str) -> Path:
+    """A file ``load_from`` can read: ``source`` itself, or a copy without the head.
+
+    Raises:
+        ExecutorError: MODEL for weights that cannot be loaded or do not fit ``spec``;
+            OBJECT_TYPE for weights of a model of another target.
+    """
+    checkpoint = checkpoints.load_checkpoint(source)
+    meta = checkpoint["meta"]
+    _check_origin(ctx, spec, meta, origin)
+    old_names = checkpoints.class_names(checkpoint)
+    if old_names is not None and [name.lower() for name in old_names] == list(ctx.class_names):
+        kept = _fitting(checkpoint["state_dict"], _shapes(cfg.model))
+        if not kept:
+            raise ExecutorError(
+                ErrorCode.MODEL, f"the weights in {source.name} do not fit model {spec.name}"
+            )
+        log.info("starting from %s (%s, same classes)", origin, source.name)
+        return source
+    return _without_head(ctx, spec, cfg, checkpoint, source, origin, old_names)
+
+
+def weights_source(ctx: Any, spec: models.ModelSpec) -> tuple[Path | None, str]:
+    """The weights file to start from and where it comes from; ``(None, "")`` for scratch.
+
+    Raises:
+        ExecutorError: MODEL for a pretrained model without a weights file.
+    """
+    files = list(getattr(ctx.model, "files", None) or [])
+    if files:
+        weights = [path for path in files if path.name == WEIGHTS_FILE]
+        weights = weights or [path for path in files if path.suffix in (".pth", ".pt")]
+        if not weights:
+            raise ExecutorError(
+                ErrorCode.MODEL,
+                "the pretrained model has no weights file (.pth): {}".format(
+                    ", ".join(path.name for path in files)
+                ),
+            )
+        return Path(weights[0]), "the pretrained model"
+    baked = models.baked_weights(spec)
+    if baked is None:
+        log.warning(
+            "no pretrained model and no baked weights %s in %s: training %s from scratch "
+            "(slow to converge; build the image with its weights, or pick a pretrained model)",
+            spec.weights_file,
+            models.weights_dir(),
+            spec.name,
+        )
+        return None, ""
+    return baked, f"the COCO weights baked into the image ({baked})"
+
+
+def _check_origin(ctx: Any, spec: models.ModelSpec, meta: dict, origin: str) -> None:
+    info_type = (getattr(ctx.model, "info", None) or {}).get("object_type")
+    for where, value in (("model package", info_type), ("weights", meta.get("object_type"))):
+        if value not in (None, "") and str(value) != str(ctx.object_type):
+            raise ExecutorError(
+                ErrorCode.OBJECT_TYPE,
+                f"{origin} is for object_type {value} ({where}), this executor does "
+                f"{models.TARGET_NAMES.get(ctx.object_type, ctx.object_type)} (object_type "
+                f"{ctx.object_type}); pick a model trained for this target",
+            )
+    trained_as = meta.get("model")
+    if trained_as and trained_as != spec.name:
+        raise ExecutorError(
+            ErrorCode.MODEL,
+            f"{origin} is a {trained_as} model but the task trains {spec.name}; set the "
+            f"hyper-parameter model to {trained_as}, or pick no pretrained model",
+        )
+
+
+def _without_head(
+    ctx: Any,
+    spec: models.ModelSpec,
+    cfg: Any,
+    checkpoint: dict,
+    source: Path,
+    origin: str,
+    old_names: list[str] | None,
+) -> Path:
+    """A copy of the weights without the class-dependent layers (the head's classifiers)."""
+    shapes = _shapes(cfg.model)
+    kept = _fitting(checkpoint["state_dict"], shapes)
+    if old_names is not None and len(old_names) == len(ctx.class_names):
+        # Same number of classes, different ones: shapes match, meanings do not. The layers
+        # whose shape follows the class count are found by building the model with one more.
+        other = copy.deepcopy(cfg.model)
+        configs.set_num_classes(other, len(ctx.class_names) + 1)
+        changing = {key for key, shape in _shapes(other).items() if shapes.get(key) != shape}
+        kept = {key: value for key, value in kept.items() if key not in changing}
+    if not kept:
+        raise ExecutorError(
+            ErrorCode.MODEL, f"the weights in {source.name} do not fit model {spec.name}"
+        )
+    dropped = sorted(key for key in shapes if key not in kept)
+    log.warning(
+        "%s was trained on %s, the task has classes %s: re-initialising %d tensors "
+        "(the head's class-dependent layers: %s); %d tensors are fine-tuned",
+        origin,
+        "classes " + str(old_names) if old_names else "other classes",
+        list(ctx.class_names),
+        len(dropped),
+        _short_list(sorted({key.rsplit(".", 1)[0] for key in dropped})),
+        len(kept),
+    )
+    target = Path(ctx.work_dir) / "mmdet" / "pretrained_without_head.pth"
+    meta = dict(checkpoint["meta"], class_names=list(ctx.class_names), source=str(source))
+    checkpoints.save_checkpoint(target, kept, meta)
+    return target
+
+
+def _shapes(model_cfg: Any) -> dict[str, tuple]:
+    """Parameter and buffer shapes of the model a config builds (on the CPU, random init)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.registry import DefaultScope
+
+    register_all_modules(init_default_scope=False)
+    model_cfg = copy.deepcopy(model_cfg)
+    # A plain BN builds anywhere; shapes are the same as SyncBN's.
+    configs.walk(
+        model_cfg,
+        lambda node, _path: (
+            node.update(type="BN")
+            if node.get("type") in ("SyncBN", "MMSyncBN", "NaiveSyncBN")
+            else None
+        ),
+    )
+    # Nested parts (the data preprocessor) are looked up in the default scope's registries.
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        model = MODELS.build(model_cfg)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _fitting(state_dict: dict, shapes: dict[str, tuple]) -> dict:
+    """The entries of ``state_dict`` the model has, with the same shape."""
+    result = {}
+    for key, value in state_dict.items():
+        name = key[7:] if key.startswith("module.") else key
+        if name in shapes and tuple(getattr(value, "shape", ())) == shapes[name]:
+            result[name] = value
+    return result
+
+
+def _short_list(items: list[str], limit: int = 6) -> str:
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f", ... ({len(items)} in all)"

@@ -1,0 +1,87 @@
+"""Semantic segmentation inference: every candidate -> one RLE mask per class present.
+
+Batched (``batch_size_per_gpu`` images per forward pass, ``num_workers_per_gpu`` DataLoader
+workers decoding and resizing ahead; see :mod:`.predictor`), one process per GPU with the
+candidates sharded (:mod:`.jobs`). Per image, the class scores are resized back to the stored
+image size and the arg-max gives each pixel a class; every class present becomes one
+annotation through ``ctx.results`` (the writer stores compressed RLE and computes ``bbox`` and
+``area``). The background class, when the model learnt one, is never written. Pixels whose top
+softmax probability is below ``confidence_threshold`` are left unlabelled. An unreadable
+image is logged and listed with no annotation.
+
+When mining and inference run in one task, mining computes the masks in the same forward pass
+and hands them over (:func:`share` / :func:`take_shared`): every image goes through the model
+once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from . import jobs
+
+log = logging.getLogger(__name__)
+
+# Entries mining computed for the inference task that follows in the same process.
+_SHARED: dict[str, dict[int, dict]] = {}
+
+
+def settings(ctx: Any) -> dict[str, Any]:
+    """The task's prediction settings (typed; built-in defaults when a template lacks a key)."""
+    return {
+        "batch_size": max(1, int(_param(ctx, "batch_size_per_gpu", 4))),
+        "num_workers": max(0, int(_param(ctx, "num_workers_per_gpu", 2))),
+        "confidence_threshold": float(_param(ctx, "confidence_threshold", 0.0)),
+    }
+
+
+def _param(ctx: Any, name: str, default: Any) -> Any:
+    value = ctx.params.get(name, default)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    return type(default)(value)
+
+
+def share_key(ctx: Any, confidence_threshold: float) -> str:
+    """What must be equal for mining's masks to be inference's: model files (path, size,
+    modification time), classes, candidates and the threshold."""
+    digest = hashlib.sha1()
+    for path in sorted(str(path) for path in ctx.model.files):
+        stat = Path(path).stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    digest.update(f"{list(ctx.class_names)}\0{confidence_threshold!r}\n".encode())
+    for path in ctx.candidates():
+        digest.update(str(path).encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest()
+
+
+def share(ctx: Any, entries: dict[int, dict], confidence_threshold: float) -> None:
+    """Keep mining's entries (with masks) for the inference task of the same run."""
+    _SHARED.clear()
+    _SHARED[share_key(ctx, confidence_threshold)] = entries
+
+
+def take_shared(ctx: Any, confidence_threshold: float) -> dict[int, dict] | None:
+    """Mining's entries for exactly this model, these classes and candidates, if any."""
+    return _SHARED.pop(share_key(ctx, confidence_threshold), None)
+
+
+def run(ctx: Any) -> None:
+    """Predict every candidate and add the masks to ``ctx.results`` (written by the caller)."""
+    options = settings(ctx)
+    candidates = list(ctx.candidates())
+    entries = take_shared(ctx, options["confidence_threshold"])
+    if entries is not None:
+        log.info("inference reuses the masks mining computed for %d images", len(candidates))
+    else:
+        entries = jobs.run(ctx, masks=True, algorithm=None, **options)
+    missing = jobs.add_masks(ctx, candidates, entries)
+    log.info(
+        "inferred %d images (%d without a prediction), batch size %d",
+        len(candidates),
+        missing,
+        options["batch_size"],
+    )

@@ -1,0 +1,226 @@
+"""The MMSegmentation models this executor offers: short names -> configs shipped in mmseg.
+
+The ``model`` hyper-parameter is one of :data:`MODELS`' keys. Each maps to a config file that
+ships inside the installed mmsegmentation package (``<mmseg>/.mim/configs``), so no repository
+checkout is needed at run time, and to the weights of that config trained on its dataset
+(ADE20K or Cityscapes). Those weights are baked into the image at build time
+(``python -m <package>.frameworks.mmsegmentation.models --download /weights``, run by the
+Dockerfile) and used as the starting point of training when the user picks no pretrained
+model; the decode heads are re-initialised for the task's classes. Nothing is downloaded at run
+time: a missing file means training from scratch (logged), never a network access.
+
+This module imports neither torch nor mmseg at import time: the download runs in a plain build
+stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ...contract.errors import ErrorCode, ExecutorError
+
+log = logging.getLogger(__name__)
+
+# Where the image keeps baked weights; tests and local runs point it elsewhere.
+WEIGHTS_DIR_VARIABLE = "YMIR_WEIGHTS_DIR"
+DEFAULT_WEIGHTS_DIR = "/weights"
+_DOWNLOAD_ROOT = "https://download.openmmlab.com/mmsegmentation/v0.5"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One offered model: its mmseg config, baked weights and reference batch size."""
+
+    name: str
+    config: str  # relative to <mmseg>/.mim/configs
+    weights_url: str
+    # GPUs x images per GPU the config's learning rate was tuned for (the "8xb2" in its name):
+    # learning_rate 0 scales the config's rate by (our total batch) / this.
+    reference_batch: int
+    description: str
+
+    @property
+    def weights_file(self) -> str:
+        """The file name of the baked weights in the weights folder."""
+        return self.weights_url.rsplit("/", 1)[-1]
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="segformer_b0",
+            config="segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py",
+            weights_url=f"{_DOWNLOAD_ROOT}/segformer/segformer_mit-b0_512x512_160k_ade20k/"
+            "segformer_mit-b0_512x512_160k_ade20k_20210726_101530-8ffa8fda.pth",
+            reference_batch=16,
+            description="SegFormer with a MiT-B0 encoder (3.8M parameters), ADE20K weights; "
+            "the light default, good at any image size",
+        ),
+        ModelSpec(
+            name="fast_scnn",
+            config="fastscnn/fast_scnn_8xb4-160k_cityscapes-512x1024.py",
+            weights_url=f"{_DOWNLOAD_ROOT}/fast_scnn/fast_scnn_lr0.12_8x4_160k_cityscapes/"
+            "fast_scnn_lr0.12_8x4_160k_cityscapes_20210630_164853-0cec9937.pth",
+            reference_batch=32,
+            description="Fast-SCNN (1.5M parameters), Cityscapes weights; the fastest, "
+            "for large images and weak GPUs",
+        ),
+        ModelSpec(
+            name="deeplabv3plus_r18",
+            config="deeplabv3plus/deeplabv3plus_r18-d8_4xb2-80k_cityscapes-512x1024.py",
+            weights_url=f"{_DOWNLOAD_ROOT}/deeplabv3plus/deeplabv3plus_r18-d8_512x1024_80k_"
+            "cityscapes/deeplabv3plus_r18-d8_512x1024_80k_cityscapes_20201226_080942-cff257fe.pth",
+            reference_batch=8,
+            description="DeepLabV3+ with a ResNet-18 backbone (12.5M parameters), Cityscapes "
+            "weights; sharper boundaries, slower",
+        ),
+        ModelSpec(
+            name="pspnet_r18",
+            config="pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py",
+            weights_url=f"{_DOWNLOAD_ROOT}/pspnet/pspnet_r18-d8_512x1024_80k_cityscapes/"
+            "pspnet_r18-d8_512x1024_80k_cityscapes_20201225_021458-09ffa746.pth",
+            reference_batch=8,
+            description="PSPNet with a ResNet-18 backbone (12.8M parameters), Cityscapes "
+            "weights; strong scene context",
+        ),
+    )
+}
+DEFAULT_MODEL = "segformer_b0"
+
+
+def get_model(name: str) -> ModelSpec:
+    """The spec for a ``model`` hyper-parameter value (case and spaces ignored).
+
+    Raises:
+        ExecutorError: CONFIG for an unknown name, listing the known ones.
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in MODELS:
+        raise ExecutorError(
+            ErrorCode.CONFIG,
+            "unknown model {!r}; choose one of {}".format(name, ", ".join(sorted(MODELS))),
+        )
+    return MODELS[key]
+
+
+def configs_root() -> Path:
+    """The config folder shipped inside the installed mmsegmentation package."""
+    import mmseg  # imported late: the download CLI must run without it
+
+    package = Path(mmseg.__file__).parent
+    for candidate in (package / ".mim" / "configs", package.parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    raise ExecutorError(
+        ErrorCode.CONFIG, f"mmsegmentation at {package} ships no configs (.mim/configs)"
+    )
+
+
+def config_file(spec: ModelSpec) -> Path:
+    """The config file of ``spec`` in the installed mmsegmentation."""
+    path = configs_root() / spec.config
+    if not path.is_file():
+        raise ExecutorError(
+            ErrorCode.CONFIG,
+            f"model {spec.name!r}: config {spec.config} is missing from the installed "
+            "mmsegmentation (a different version?)",
+        )
+    return path
+
+
+def weights_dir() -> Path:
+    """Where baked weights live: ``$YMIR_WEIGHTS_DIR``, default ``/weights``."""
+    return Path(os.environ.get(WEIGHTS_DIR_VARIABLE) or DEFAULT_WEIGHTS_DIR)
+
+
+def baked_weights(spec: ModelSpec) -> Path | None:
+    """The baked weights of ``spec``, or None when the image was built without them."""
+    path = weights_dir() / spec.weights_file
+    return path if path.is_file() else None
+
+
+def download(dest: str | os.PathLike, names: Sequence[str] | None = None) -> list[Path]:
+    """Download the weights of ``names`` (default: every model) into ``dest``.
+
+    For the image build only. Existing files are kept; each file is written to a temporary
+    name first, so an interrupted build never leaves a truncated checkpoint behind. The
+    checkpoint names end with the first 8 hex digits of their SHA-256 (OpenMMLab's
+    convention), which is checked.
+    """
+    folder = Path(dest)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names or sorted(MODELS):
+        spec = get_model(name)
+        target = folder / spec.weights_file
+        if not target.is_file():
+            log.info("downloading %s -> %s", spec.weights_url, target)
+            handle, temporary = tempfile.mkstemp(dir=str(folder), suffix=".part")
+            try:
+                with os.fdopen(handle, "wb") as out, urllib.request.urlopen(
+                    spec.weights_url, timeout=600
+                ) as response:
+                    while True:
+                        chunk = response.read(1 << 20)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                _check_hash(Path(temporary), spec)
+                os.replace(temporary, str(target))
+            finally:
+                if os.path.exists(temporary):
+                    os.unlink(temporary)
+        written.append(target)
+    return written
+
+
+def _check_hash(path: Path, spec: ModelSpec) -> None:
+    expected = spec.weights_file.rsplit("-", 1)[-1].split(".")[0]
+    if len(expected) != 8:
+        return  # not an OpenMMLab hash-suffixed name
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(expected):
+        raise OSError(f"{spec.weights_url}: sha256 {digest[:8]} != {expected}")
+
+
+def describe() -> str:
+    """The model list as the README and ``--list`` show it."""
+    lines = []
+    for name, spec in MODELS.items():
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        lines.append(f"{name}{default}: {spec.description} [{spec.config}]")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m <package>.frameworks.mmsegmentation.models",
+        description="List the offered MMSegmentation models or download their weights "
+        "(image build time only).",
+    )
+    parser.add_argument("--download", metavar="DIR", help="download the weights into DIR")
+    parser.add_argument("--models", default="", help="comma-separated model names (default: all)")
+    parser.add_argument("--list", action="store_true", help="print the models and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.list or not args.download:
+        print(describe())
+        return 0
+    names = [part.strip() for part in args.models.split(",") if part.strip()] or None
+    for path in download(args.download, names):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

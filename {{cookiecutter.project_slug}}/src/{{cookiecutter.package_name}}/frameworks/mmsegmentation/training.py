@@ -1,0 +1,411 @@
+"""MMSegmentation training for YMIR: label maps -> config -> mmengine runner(s) -> model stages.
+
+:func:`run` is what ``tasks/training.py`` calls. In the executor process it
+
+1. reads and checks the hyper-parameters (:func:`settings`) and the devices (GPU requested but
+   absent -> 300102, CUDA build unfit for the GPU or driver -> 300101);
+2. writes the training and validation label maps under ``ctx.work_dir`` (:mod:`.data`;
+   ``background_class`` decides what unlabelled pixels mean);
+3. prepares the starting weights: the pretrained stage the user picked
+   (``pretrained_model_params``), else the weights baked into the image for the model
+   (``/weights``, ``$YMIR_WEIGHTS_DIR``), else none (training from scratch, with a warning).
+   Layers whose shape or meaning depends on the classes (the heads' classifiers) are left
+   out when the classes differ, so they are re-initialised, and the log says so;
+4. builds the training config (:mod:`.config`) and dumps it;
+5. runs :func:`train_job` in one process, or one per GPU / gloo process through torchrun
+   (:mod:`..openmmlab.distributed`); rank 0's :class:`~..openmmlab.hooks.YmirTrainingHook`
+   reports progress and, after every validation, writes the stages ``last`` and ``best``
+   (``model.pth`` + ``config.py``) with ``mIoU``, ``mAcc`` and ``aAcc``, registered in
+   result.yaml through ``ctx.results.add_stage`` (the writer adds the ``mAP`` YMIR 2.0 wants);
+6. maps failures to executor codes (:mod:`..openmmlab.failures`): out of memory 300103, NaN
+   loss 300201, unusable weights 300004, a pretrained model of another target 300005.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ... import __version__
+from ...contract.errors import ErrorCode, ExecutorError
+from ..openmmlab import checkpoint as checkpoints
+from ..openmmlab import distributed, failures
+from ..openmmlab.hooks import WEIGHTS_FILE, NonFiniteLossHook, YmirTrainingHook
+from . import config as configs
+from . import data, models
+
+log = logging.getLogger(__name__)
+
+SEMANTIC_SEGMENTATION = 3
+# Shares of the task's progress: label maps and weights first, then the training run.
+PREPARED, TRAINED = 0.03, 0.99
+# The metrics a stage records (result.yaml); the writer adds mAP for YMIR 2.0.
+STAGE_METRICS = ("mIoU", "mAcc", "aAcc")
+
+# Built-in defaults, used only when the training template lacks a key (a hand-edited
+# template); the template is the documented source of defaults.
+DEFAULTS: dict[str, Any] = {
+    "model": models.DEFAULT_MODEL,
+    "max_iters": 2000,
+    "val_interval": 200,
+    "batch_size_per_gpu": 4,
+    "num_workers_per_gpu": 2,
+    "learning_rate": 0.0,
+    "img_size": 512,
+    "background_class": False,
+    "max_keep_checkpoints": 1,
+    "cfg_options": "",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The training hyper-parameters, typed and checked."""
+
+    model: str
+    max_iters: int
+    val_interval: int
+    batch_size_per_gpu: int
+    num_workers_per_gpu: int
+    learning_rate: float
+    img_size: int
+    background_class: bool
+    max_keep_checkpoints: int
+    cfg_options: str
+
+
+def settings(params: Any) -> Settings:
+    """Typed training settings from ``ctx.params``.
+
+    Raises:
+        ExecutorError: CONFIG for a value out of range.
+    """
+    values = {name: _typed(params, name, default) for name, default in DEFAULTS.items()}
+    result = Settings(**values)
+    for name in ("max_iters", "val_interval", "batch_size_per_gpu", "max_keep_checkpoints"):
+        if getattr(result, name) < 1:
+            raise _config_error(name, "must be 1 or more", getattr(result, name))
+    if result.num_workers_per_gpu < 0:
+        raise _config_error("num_workers_per_gpu", "must be 0 or more", result.num_workers_per_gpu)
+    if result.learning_rate < 0:
+        raise _config_error("learning_rate", "must be >= 0 (0: automatic)", result.learning_rate)
+    if result.img_size < 32:
+        raise _config_error("img_size", "must be 32 or more", result.img_size)
+    return result
+
+
+def _typed(params: Any, name: str, default: Any) -> Any:
+    # ctx.params already types the keys the template declares; this covers a template that
+    # lacks one (the built-in default applies) and keeps the types right either way.
+    value = params.get(name, default)
+    if value is None:
+        return default
+    if isinstance(default, str):
+        return str(value)
+    if isinstance(value, str) and not value.strip():
+        return default
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "t", "yes", "y", "on"):
+                return True
+            if text in ("0", "false", "f", "no", "n", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(value, bool):
+            raise ValueError(value)
+        number = float(value)
+        if isinstance(default, int):
+            if number != int(number):
+                raise ValueError(value)
+            return int(number)
+        return number
+    except (TypeError, ValueError):
+        kind = {bool: "boolean", int: "integer", float: "number"}[type(default)]
+        raise _config_error(name, f"must be a {kind}", value) from None
+
+
+def _config_error(name: str, what: str, value: Any) -> ExecutorError:
+    return ExecutorError(ErrorCode.CONFIG, f"hyper-parameter {name!r} {what}, got {value!r}")
+
+
+def run(ctx: Any) -> None:
+    """Train the configured model on the task's data and write stages ``best`` / ``last``."""
+    options = settings(ctx.params)
+    spec = models.get_model(options.model)
+    failures.check_devices(ctx.gpu_ids)
+    world_size = distributed.process_count(ctx.gpu_ids)
+    train_items, val_items = ctx.train_items(), ctx.val_items()
+    labels = data.label_set(ctx.class_names, options.background_class)
+    log.info(
+        "model %s, %d classes%s, %d training / %d validation images, %d iterations, "
+        "%d process(es) on %s",
+        spec.name,
+        len(ctx.class_names),
+        " + background" if labels.background else " (unlabelled pixels ignored)",
+        len(train_items),
+        len(val_items),
+        options.max_iters,
+        world_size,
+        "GPU " + ",".join(str(index) for index in ctx.gpu_ids) if ctx.gpu_ids else "the CPU",
+    )
+
+    work_dir = Path(ctx.work_dir) / "mmseg"
+    prepared = data.prepare(train_items, val_items, work_dir, labels)
+    source, origin = weights_source(ctx, spec)
+    cfg = configs.build_config(
+        spec,
+        prepared,
+        work_dir=work_dir / "runner",
+        max_iters=options.max_iters,
+        val_interval=options.val_interval,
+        batch_size=options.batch_size_per_gpu,
+        num_workers=options.num_workers_per_gpu,
+        learning_rate=options.learning_rate,
+        img_size=options.img_size,
+        max_keep_checkpoints=options.max_keep_checkpoints,
+        world_size=world_size,
+        use_cuda=bool(ctx.gpu_ids),
+        load_from=source,
+        tensorboard_dir=Path(ctx.env.output.tensorboard_dir),
+        cfg_options=options.cfg_options,
+    )
+    if source is not None and cfg.load_from == str(source):
+        cfg.load_from = str(prepare_weights(ctx, spec, cfg, labels, source, origin))
+    elif cfg.load_from:
+        log.info("load_from %s (set by cfg_options)", cfg.load_from)
+    ctx.progress(PREPARED)
+
+    config_file = work_dir / "train_config.py"
+    cfg.dump(str(config_file))
+    payload = {
+        "config": str(config_file),
+        "stage_config": configs.stage_config(cfg).pretty_text,
+        "models_dir": str(ctx.env.output.models_dir),
+        "progress_range": [PREPARED, TRAINED],
+        "meta": {
+            "class_names": list(ctx.class_names),
+            "dataset_meta": {"classes": list(labels.model_classes)},
+            "background_class": labels.background,
+            "executor_version": __version__,
+            "object_type": SEMANTIC_SEGMENTATION,
+            "model": spec.name,
+            "img_size": options.img_size,
+        },
+    }
+
+    def on_stage(event: dict) -> None:
+        ctx.results.add_stage(event["name"], event["files"], event["metrics"])
+
+    handlers = {"progress": lambda event: ctx.progress(event["fraction"]), "stage": on_stage}
+    with failures.mapped():
+        distributed.launch(
+            train_job,
+            payload,
+            gpu_ids=ctx.gpu_ids,
+            work_dir=work_dir,
+            handlers=handlers,
+            processes=world_size,
+        )
+    best = ctx.results.best_stage_name
+    if best is None:
+        raise RuntimeError("training ended without any validation, so no model was saved")
+    stage = ctx.results.stages[best]
+    log.info(
+        "training finished: best stage %r with mIoU %.4f, mAcc %.4f",
+        best,
+        stage["mIoU"],
+        stage.get("mAcc", 0.0),
+    )
+
+
+def stage_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The stage's metrics from the validation (``YmirIoUMetric`` gives fractions already)."""
+    values = {}
+    for key in STAGE_METRICS:
+        for name, value in metrics.items():
+            if name == key or name.endswith("/" + key):
+                values[key] = min(1.0, max(0.0, float(value)))
+    values.setdefault("mIoU", 0.0)
+    return values
+
+
+def train_job(payload: dict, channel: distributed.Channel) -> None:
+    """One rank of the training run (in the executor process, or a torchrun worker)."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    # The registrations the config names: this module imports them, also in a fresh worker.
+    from . import metric  # noqa: F401
+
+    # Deprecation notices of torch / mmseg APIs say nothing to a YMIR user.
+    for message in (r".*torch\.cuda\.amp\.", r".*build_loss.*deprecated", r".*avg_non_ignore"):
+        warnings.filterwarnings("ignore", message=message)
+    cfg = Config.fromfile(payload["config"])
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(NonFiniteLossHook())
+    if distributed.is_main():
+        runner.register_hook(
+            YmirTrainingHook(
+                channel,
+                models_dir=payload["models_dir"],
+                object_type=SEMANTIC_SEGMENTATION,
+                meta=payload["meta"],
+                config_text=payload["stage_config"],
+                progress_range=payload["progress_range"],
+                metrics=stage_metrics,
+            )
+        )
+    with checkpoints.trusted_load():
+        runner.train()
+
+
+# ---------------------------------------------------------------------------------------------
+# starting weights
+
+
+def weights_source(ctx: Any, spec: models.ModelSpec) -> tuple[Path | None, str]:
+    """The weights file to start from and where it comes from; ``(None, "")`` for scratch.
+
+    Raises:
+        ExecutorError: MODEL for a pretrained model without a weights file.
+    """
+    files = list(getattr(ctx.model, "files", None) or [])
+    if files:
+        weights = [path for path in files if path.name == WEIGHTS_FILE]
+        weights = weights or [path for path in files if path.suffix in (".pth", ".pt")]
+        if not weights:
+            raise ExecutorError(
+                ErrorCode.MODEL,
+                "the pretrained model has no weights file (.pth): {}".format(
+                    ", ".join(path.name for path in files)
+                ),
+            )
+        return Path(weights[0]), "the pretrained model"
+    baked = models.baked_weights(spec)
+    if baked is None:
+        log.warning(
+            "no pretrained model and no baked weights %s in %s: training %s from scratch "
+            "(slow to converge; build the image with its weights, or pick a pretrained model)",
+            spec.weights_file,
+            models.weights_dir(),
+            spec.name,
+        )
+        return None, ""
+    return baked, f"the weights baked into the image ({baked})"
+
+
+def prepare_weights(
+    ctx: Any,
+    spec: models.ModelSpec,
+    cfg: Any,
+    labels: data.LabelSet,
+    source: Path,
+    origin: str,
+) -> Path:
+    """A file ``load_from`` can read: the fitting tensors of ``source``.
+
+    Raises:
+        ExecutorError: MODEL for weights that cannot be loaded or do not fit ``spec``;
+            OBJECT_TYPE for weights of a model of another target.
+    """
+    checkpoint = checkpoints.load_checkpoint(source)
+    meta = checkpoint["meta"]
+    _check_origin(ctx, spec, meta, origin)
+    shapes = _shapes(cfg.model)
+    kept = _fitting(checkpoint["state_dict"], shapes)
+    old_classes = _model_classes(checkpoint)
+    same = old_classes is not None and [name.lower() for name in old_classes] == [
+        name.lower() for name in labels.model_classes
+    ]
+    if not same and old_classes is not None and len(old_classes) == labels.num_classes:
+        # Same number of classes, different ones: shapes match, meanings do not. The tensors
+        # whose shape follows the class count are found by building the model with one more.
+        other = copy.deepcopy(cfg.model)
+        configs.set_key(other, "num_classes", labels.num_classes + 1)
+        changing = {key for key, shape in _shapes(other).items() if shapes.get(key) != shape}
+        kept = {key: value for key, value in kept.items() if key not in changing}
+    if not kept:
+        raise ExecutorError(
+            ErrorCode.MODEL, f"the weights in {source.name} do not fit model {spec.name}"
+        )
+    dropped = sorted(key for key in shapes if key not in kept)
+    if same and not dropped:
+        log.info("starting from %s (%s, same classes)", origin, source.name)
+    elif dropped:
+        log.warning(
+            "%s was trained on %s, the model learns %s: re-initialising %d tensors (%s); "
+            "%d tensors start from it",
+            origin,
+            "classes " + str(old_classes) if old_classes else "other classes",
+            list(labels.model_classes),
+            len(dropped),
+            _short_list(sorted({key.rsplit(".", 1)[0] for key in dropped})),
+            len(kept),
+        )
+    target = Path(ctx.work_dir) / "mmseg" / "start_weights.pth"
+    meta = {"source": str(source), "dataset_meta": {"classes": list(labels.model_classes)}}
+    checkpoints.save_checkpoint(target, kept, meta)
+    return target
+
+
+def _model_classes(checkpoint: Mapping) -> list[str] | None:
+    """The classes the checkpoint's model learnt (with its background class, if any)."""
+    meta = checkpoint.get("meta") or {}
+    dataset_meta = meta.get("dataset_meta")
+    if isinstance(dataset_meta, Mapping) and dataset_meta.get("classes"):
+        return [str(name) for name in dataset_meta["classes"]]
+    return checkpoints.class_names(checkpoint)
+
+
+def _check_origin(ctx: Any, spec: models.ModelSpec, meta: Mapping, origin: str) -> None:
+    info_type = (getattr(ctx.model, "info", None) or {}).get("object_type")
+    for where, value in (("model package", info_type), ("weights", meta.get("object_type"))):
+        if value not in (None, "") and str(value) != str(SEMANTIC_SEGMENTATION):
+            raise ExecutorError(
+                ErrorCode.OBJECT_TYPE,
+                f"{origin} is for object_type {value} ({where}), this executor does semantic "
+                f"segmentation (object_type {SEMANTIC_SEGMENTATION}); pick a model trained for "
+                "this target",
+            )
+    trained_as = meta.get("model")
+    if trained_as and trained_as != spec.name:
+        raise ExecutorError(
+            ErrorCode.MODEL,
+            f"{origin} is a {trained_as} model but the task trains {spec.name}; set the "
+            f"hyper-parameter model to {trained_as}, or pick no pretrained model",
+        )
+
+
+def _shapes(model_cfg: Any) -> dict[str, tuple]:
+    """Parameter and buffer shapes of the model a config builds (on the CPU, random init)."""
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    model_cfg = copy.deepcopy(model_cfg)
+    configs.replace_sync_bn(model_cfg)  # a plain BN builds anywhere; same shapes
+    model = MODELS.build(model_cfg)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _fitting(state_dict: Mapping, shapes: Mapping[str, tuple]) -> dict:
+    """The entries of ``state_dict`` the model has, with the same shape."""
+    result = {}
+    for key, value in state_dict.items():
+        name = key[7:] if key.startswith("module.") else key
+        if name in shapes and tuple(getattr(value, "shape", ())) == shapes[name]:
+            result[name] = value
+    return result
+
+
+def _short_list(items: list[str], limit: int = 6) -> str:
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f", ... ({len(items)} in all)"

@@ -1,0 +1,8 @@
+"""Glue shared by the OpenMMLab-based implementations (MMDetection and MMSegmentation).
+
+- :mod:`.checkpoint`: loading the checkpoints the executor trusts on torch >= 2.6;
+- :mod:`.hooks`: the mmengine hooks that report progress and write model stages;
+- :mod:`.distributed`: torchrun launch (GPUs, or gloo processes on the CPU), rank helpers;
+- :mod:`.failures`: exceptions -> YMIR executor error codes;
+- :mod:`.options`: the ``cfg_options`` hyper-parameter (mmengine ``key=value`` overrides).
+"""

@@ -1,0 +1,20 @@
+"""Mining with MMDetection: the author's function, kept thin on purpose.
+
+``frameworks/mmdetection/mining.py`` does the work: every candidate gets a score from
+``mining_algorithm`` (``entropy`` of the detections' confidences, ``cald`` consistency under
+flip / cutout / rotation / shrink, ``aldd`` dense-head uncertainty for RTMDet, YOLOX and
+RetinaNet, or ``random``); the result writer sorts them, unreadable images last. When inference
+runs in the same task, it reuses the predictions made here. Replace this function with your own
+code if you like: the contract is the one described in ``tasks/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..frameworks.mmdetection import mining
+
+
+def mine(ctx: Any) -> None:
+    """Score every candidate image into ``ctx.results``."""
+    mining.mine(ctx)

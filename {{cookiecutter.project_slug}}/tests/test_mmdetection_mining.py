@@ -1,0 +1,211 @@
+"""MMDetection mining on the CPU: every algorithm, every model of this executor's target.
+
+Models are packaged untrained (random weights, 64 px input), installed by the devkit and run
+through the executor's entrypoint; result.tsv is checked by the devkit's verifier (one line per
+candidate, finite scores sorted descending) and for what mining promises: unreadable
+candidates last, ``aldd`` refused for models without a dense head, the same scores with two
+gloo processes as with one, and mining + inference in one task sharing the forward passes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from {{ cookiecutter.package_name }}.__main__ import main
+from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
+from {{ cookiecutter.package_name }}.devkit.chain import read_monitor_state
+from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES, default_img_man, synthesize
+from {{ cookiecutter.package_name }}.devkit.verify import format_findings, has_errors, verify_work_dir
+from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, mining, models
+
+pytestmark = pytest.mark.slow
+
+IMG_MAN = default_img_man()
+OBJECT_TYPE = manifest_object_type(IMG_MAN)
+SPECS = models.models_for(OBJECT_TYPE)
+MODEL_NAMES = [spec.name for spec in SPECS]
+DEFAULT_MODEL = models.default_model(OBJECT_TYPE).name
+IMG_SIZE = 64
+SETTINGS = {"confidence_threshold": 0.001, "batch_size_per_gpu": 2, "num_workers_per_gpu": 1}
+NUM_CANDIDATES = 5
+CORRUPT_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x13" * 64
+
+
+def model_package(factory: pytest.TempPathFactory, name: str) -> Path:
+    """An untrained model package, built once per test session (shared by the test modules)."""
+    folder = factory.getbasetemp() / "mmdetection-packages"
+    tar = folder / f"{name}-{OBJECT_TYPE}.tar"
+    if not tar.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        inference.untrained_package(
+            tar, name, OBJECT_TYPE, CLASS_NAMES, img_size=IMG_SIZE, noise=0.02
+        )
+    return tar
+
+
+def prepare(work: Path, task: str, tar: Path, corrupt: int = 0, **overrides):
+    syn = synthesize(work, task, OBJECT_TYPE, model_params=tar, num_candidates=NUM_CANDIDATES)
+    config = yaml.safe_load(syn.config_file.read_text(encoding="utf-8"))
+    config.update(SETTINGS)
+    config.update(overrides)
+    syn.config_file.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    for path in syn.candidates[:corrupt]:
+        Path(os.path.realpath(path)).write_bytes(CORRUPT_JPEG)
+    return syn
+
+
+def assert_verified(syn) -> None:
+    findings = verify_work_dir(syn.work_dir)
+    assert not has_errors(findings), format_findings(findings)
+
+
+def mined(syn) -> list:
+    """result.tsv as ``[(path, score), ...]`` in file order."""
+    text = Path(syn.env["output"]["mining_result_file"]).read_text(encoding="utf-8")
+    rows = [line.split("\t") for line in text.splitlines() if line]
+    return [(path, float(value)) for path, value in rows]
+
+
+def assert_mined(syn) -> list:
+    """Verified, every candidate once, finite, the unreadable first candidate last."""
+    assert_verified(syn)
+    rows = mined(syn)
+    assert sorted(path for path, _ in rows) == sorted(str(path) for path in syn.candidates)
+    assert all(math.isfinite(value) for _, value in rows)
+    assert rows[-1][0] == str(syn.candidates[0])
+    assert rows[-1][1] < min(value for _, value in rows[:-1])
+    return rows
+
+
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
+def test_every_model_mines_entropy(tmp_path_factory, tmp_path: Path, model_name: str) -> None:
+    tar = model_package(tmp_path_factory, model_name)
+    syn = prepare(tmp_path / "work", "mining", tar, corrupt=1, mining_algorithm="entropy")
+    assert main(syn.env_file) == 0
+    rows = assert_mined(syn)
+    assert len({value for _, value in rows[:-1]}) > 1, "entropy scored every image the same"
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=MODEL_NAMES)
+def test_aldd_for_dense_heads_only(tmp_path_factory, tmp_path: Path, spec) -> None:
+    tar = model_package(tmp_path_factory, spec.name)
+    syn = prepare(tmp_path / "work", "mining", tar, corrupt=1, mining_algorithm="aldd")
+    if spec.dense_head:
+        assert main(syn.env_file) == 0
+        assert_mined(syn)
+    else:
+        assert main(syn.env_file) == 1
+        assert read_monitor_state(Path(syn.env["output"]["monitor_file"])) == (4, 300001)
+
+
+@pytest.mark.parametrize("algorithm", ["random", "cald", "aldd"])
+def test_default_model_mines(tmp_path_factory, tmp_path: Path, algorithm: str) -> None:
+    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    syn = prepare(tmp_path / "work", "mining", tar, corrupt=1, mining_algorithm=algorithm)
+    assert main(syn.env_file) == 0
+    assert_mined(syn)
+
+
+def test_random_is_reproducible(tmp_path_factory, tmp_path: Path) -> None:
+    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    results = []
+    for name in ("first", "second"):
+        syn = prepare(tmp_path / name, "mining", tar, mining_algorithm="random", random_seed=7)
+        assert main(syn.env_file) == 0
+        results.append([(Path(path).name, value) for path, value in mined(syn)])
+    assert results[0] == results[1]
+
+
+def test_unknown_algorithm_fails_with_300001(tmp_path_factory, tmp_path: Path) -> None:
+    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    syn = prepare(tmp_path / "work", "mining", tar, mining_algorithm="least_confidence")
+    assert main(syn.env_file) == 1
+    assert read_monitor_state(Path(syn.env["output"]["monitor_file"])) == (4, 300001)
+
+
+@pytest.mark.parametrize("algorithm", ["entropy", "cald"])
+def test_two_processes_equal_one(
+    tmp_path_factory, tmp_path: Path, monkeypatch, algorithm: str
+) -> None:
+    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    one = prepare(tmp_path / "one", "mining", tar, corrupt=1, mining_algorithm=algorithm)
+    assert main(one.env_file) == 0
+    monkeypatch.setenv("YMIR_CPU_PROCESSES", "2")
+    two = prepare(tmp_path / "two", "mining", tar, corrupt=1, mining_algorithm=algorithm)
+    assert main(two.env_file) == 0
+    assert_mined(two)
+    # Equal up to float rounding (ranks run with other thread counts and batch neighbours).
+    scores_one = {Path(path).name: value for path, value in mined(one)}
+    scores_two = {Path(path).name: value for path, value in mined(two)}
+    assert set(scores_two) == set(scores_one)
+    for name, value in scores_one.items():
+        assert scores_two[name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
+
+
+@pytest.mark.parametrize("algorithm", ["entropy", "aldd"])
+def test_mining_and_infer_share_the_forward_passes(
+    tmp_path_factory, tmp_path: Path, monkeypatch, algorithm: str
+) -> None:
+    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    jobs = []
+    run_job = inference.run_job
+
+    def counting(job, *args, **kwargs):
+        jobs.append(job.__name__)
+        return run_job(job, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "run_job", counting)
+    both = prepare(tmp_path / "both", "mining+infer", tar, corrupt=1, mining_algorithm=algorithm)
+    assert main(both.env_file) == 0
+    assert_mined(both)
+    assert jobs == ["mining_job"]  # inference ran no model of its own
+
+    alone = prepare(tmp_path / "alone", "infer", tar, corrupt=1)
+    config = yaml.safe_load(both.config_file.read_text(encoding="utf-8"))
+    alone_config = yaml.safe_load(alone.config_file.read_text(encoding="utf-8"))
+    for key in ("confidence_threshold", "iou_threshold"):
+        if key in config:
+            alone_config[key] = config[key]
+    alone.config_file.write_text(yaml.safe_dump(alone_config, allow_unicode=True), encoding="utf-8")
+    assert main(alone.env_file) == 0
+    assert jobs == ["mining_job", "infer_job"]
+    # The same process, batches and threads: the reused predictions are exactly the fresh ones.
+    shared = Path(both.env["output"]["infer_result_file"]).read_text(encoding="utf-8")
+    fresh = Path(alone.env["output"]["infer_result_file"]).read_text(encoding="utf-8")
+    assert shared == fresh
+
+
+def test_scores_of_the_helpers() -> None:
+    import numpy as np
+
+    assert mining.entropy_score(np.array([])) == 0.0
+    assert mining.entropy_score(np.array([0.5, 0.5])) == pytest.approx(2.0)
+    assert mining.entropy_score(np.array([1.0])) == pytest.approx(0.0, abs=1e-9)
+    assert float(mining.bernoulli_js(np.array([0.3]), np.array([0.3]))[0]) == pytest.approx(0.0)
+    boxes = np.array([[10.0, 20.0, 30.0, 60.0]])
+    flipped = mining.transform_boxes(boxes, np.array([[-1.0, 0, 100], [0, 1.0, 0]]), 100, 80)
+    assert flipped.tolist() == [[70.0, 20.0, 90.0, 60.0]]
+    assert mining.box_iou(boxes, boxes)[0, 0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", mining.CALD_AUGMENTATIONS)
+def test_cald_augmentations_move_boxes_with_the_pixels(name: str) -> None:
+    import numpy as np
+
+    image = np.zeros((60, 100, 3), dtype=np.uint8)
+    image[10:30, 20:50] = 255  # x 20..50, y 10..30 (box x1, y1, x2, y2 = 20, 10, 50, 30)
+    augmented, matrix = mining.augment(image, name, index=3)
+    assert augmented.shape == image.shape
+    moved = mining.transform_boxes(np.array([[20.0, 10.0, 50.0, 30.0]]), matrix, 100, 60)[0]
+    if name == "cutout":
+        assert moved.tolist() == [20.0, 10.0, 50.0, 30.0]
+        return
+    ys, xs = np.nonzero(augmented[:, :, 0] > 127)
+    found = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    # The box around the moved corners contains the moved pixels (rotation: a little more).
+    assert all(abs(a - b) <= 3 for a, b in zip(found, moved)), (found, moved.tolist())

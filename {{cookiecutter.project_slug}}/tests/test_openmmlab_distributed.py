@@ -1,0 +1,93 @@
+"""Launching jobs: one process here, or several gloo processes through torchrun on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from {{ cookiecutter.package_name }}.contract.errors import ErrorCode, ExecutorError
+from {{ cookiecutter.package_name }}.frameworks.openmmlab import distributed
+
+
+def test_shard_covers_every_item_exactly_once() -> None:
+    items = list(range(11))
+    shards = [distributed.shard(items, rank, 3) for rank in range(3)]
+    assert sorted(item for part in shards for item in part) == items
+    assert distributed.shard(items) == items  # not distributed: everything
+
+
+def test_process_count(monkeypatch) -> None:
+    monkeypatch.delenv(distributed.CPU_PROCESSES_VARIABLE, raising=False)
+    assert distributed.process_count([]) == 1
+    assert distributed.process_count([0, 1, 3]) == 3
+    monkeypatch.setenv(distributed.CPU_PROCESSES_VARIABLE, "2")
+    assert distributed.process_count([]) == 2
+    assert distributed.process_count([5]) == 1
+    monkeypatch.setenv(distributed.CPU_PROCESSES_VARIABLE, "two")
+    with pytest.raises(ExecutorError):
+        distributed.process_count([])
+
+
+def test_visible_devices_follow_an_existing_mapping() -> None:
+    assert distributed.visible_devices([0, 1], {}) == "0,1"
+    assert distributed.visible_devices([1], {"CUDA_VISIBLE_DEVICES": "4,6"}) == "6"
+
+
+def test_free_port_is_bindable() -> None:
+    port = distributed.find_free_port()
+    assert 1024 <= port < 65536
+
+
+def collect(events: list):
+    return {"probe": events.append, "progress": lambda event: events.append(("progress", event))}
+
+
+def test_one_process_runs_here(tmp_path: Path) -> None:
+    events: list = []
+    distributed.launch(
+        distributed.probe_job, {"items": 5}, gpu_ids=[], work_dir=tmp_path, handlers=collect(events)
+    )
+    probe = [event for event in events if isinstance(event, dict)]
+    assert probe == [{"world_size": 1, "shards": [[0, 1, 2, 3, 4]]}]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_shard_and_gather(tmp_path: Path) -> None:
+    events: list = []
+    distributed.launch(
+        distributed.probe_job,
+        {"items": 7},
+        gpu_ids=[],
+        work_dir=tmp_path,
+        handlers=collect(events),
+        processes=2,
+    )
+    probe = [event for event in events if isinstance(event, dict)]
+    assert probe == [{"world_size": 2, "shards": [[0, 2, 4, 6], [1, 3, 5]]}]
+    assert ("progress", {"fraction": 1.0}) in events
+    # Job and event files are cleaned up after a successful run.
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_failing_rank_fails_the_launch_with_its_code(tmp_path: Path) -> None:
+    with pytest.raises(ExecutorError) as raised:
+        distributed.launch(
+            distributed.probe_job,
+            {"items": 4, "fail_rank": 1, "error": "CUDA out of memory (simulated)"},
+            gpu_ids=[],
+            work_dir=tmp_path,
+            handlers={},
+            processes=2,
+        )
+    assert raised.value.code == ErrorCode.OUT_OF_MEMORY
+    with pytest.raises(RuntimeError, match="rank 0 failed: RuntimeError: plain bug"):
+        distributed.launch(
+            distributed.probe_job,
+            {"items": 4, "fail_rank": 0, "error": "plain bug"},
+            gpu_ids=[],
+            work_dir=tmp_path,
+            handlers={},
+            processes=2,
+        )
