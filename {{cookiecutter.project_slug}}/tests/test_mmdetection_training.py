@@ -281,7 +281,8 @@ def test_learning_check(tmp_path: Path, capsys) -> None:
     """
     learn = dict(
         model=DEFAULT_MODEL,
-        epochs=40,
+        # Masks need a little longer than boxes (40 epochs: mask AP@0.5 0.32, box AP@0.5 0.62).
+        epochs=60 if OBJECT_TYPE == 4 else 40,
         batch_size_per_gpu=2,
         num_workers_per_gpu=0,
         img_size=96,
