@@ -26,11 +26,12 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-TORCH_VERSION="2.13.0"
-MMCV_VERSION="2.1.0"
-MMENGINE_VERSION="0.10.7"
-MMDET_VERSION="3.3.0"
-MMSEG_VERSION="1.2.2"
+# The versions come from the template's version matrix (cookiecutter.json).
+TORCH_VERSION="{{ cookiecutter._openmmlab_stack.dev_cpu_torch }}"
+MMCV_VERSION="{{ cookiecutter._openmmlab_stack.mmcv }}"
+MMENGINE_VERSION="{{ cookiecutter._openmmlab_stack.mmengine }}"
+MMDET_VERSION="{{ cookiecutter._openmmlab_stack.mmdet }}"
+MMSEG_VERSION="{{ cookiecutter._openmmlab_stack.mmsegmentation }}"
 
 pip_install() {
     "$PYTHON" -m pip install --disable-pip-version-check "$@"
