@@ -207,6 +207,18 @@ def check_bake_file(project, variants, letters, answers):
         )
 
 
+def check_ci_pythons(project, framework):
+    """The test job runs on Python 3.8 (the cu111 / cu113 images) unless a framework is chosen:
+    the CPU test stack's PyTorch needs Python 3.10 or newer."""
+    workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text())
+    matrix = workflow["jobs"]["test"]["strategy"]["matrix"]
+    pythons = [entry["python"] for entry in matrix["include"]]
+    if framework == "none":
+        assert pythons == ["3.8", "3.11"]
+    else:
+        assert pythons == ["3.11"]
+
+
 TARGETS_AND_FRAMEWORKS = [
     (target, framework) for target in TARGETS for framework in TARGET_FRAMEWORKS[target]
 ]
@@ -248,6 +260,7 @@ def test_bake_matrix(cookies, target, framework, letters, cuda_set):
         ".hadolint.yaml",
     ]:
         assert isinstance(yaml.safe_load((project / name).read_text()), dict), name
+    check_ci_pythons(project, framework)
 
     run([tool("ruff"), "check", "."], cwd=project)
     run([tool("ruff"), "format", "--check", "."], cwd=project)
