@@ -129,6 +129,7 @@ OPENMMLAB_FILES = [
     "frameworks/openmmlab/failures.py",
     "frameworks/openmmlab/hooks.py",
     "frameworks/openmmlab/options.py",
+    "frameworks/openmmlab/weights.py",
 ]
 OPENMMLAB_TESTS = [
     "test_openmmlab_checkpoint.py",
@@ -136,6 +137,7 @@ OPENMMLAB_TESTS = [
     "test_openmmlab_failures.py",
     "test_openmmlab_hooks.py",
     "test_openmmlab_options.py",
+    "test_openmmlab_weights.py",
 ]
 FRAMEWORK_FILES = {
     "mmdetection": [

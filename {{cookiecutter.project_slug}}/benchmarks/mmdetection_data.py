@@ -35,6 +35,7 @@ from {{ cookiecutter.package_name }}.contract.dataset import read_split
 from {{ cookiecutter.package_name }}.contract.params import load_template, manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import data
+from {{ cookiecutter.package_name }}.frameworks.openmmlab import weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mmdetection_training
@@ -147,9 +148,7 @@ def main(argv=None) -> int:
     args = arguments.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
-    os.environ.setdefault(
-        mmdetection_training.models.WEIGHTS_DIR_VARIABLE, tempfile.mkdtemp(prefix="no-weights-")
-    )
+    os.environ.setdefault(weights.WEIGHTS_DIR_VARIABLE, tempfile.mkdtemp(prefix="no-weights-"))
     formats = [part.strip() for part in args.formats.split(",") if part.strip()]
     formats = formats or (["ark", "voc", "coco"] if object_type == 2 else ["seg-coco"])
     images = max(1, args.annotations // args.per_image)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -37,7 +38,7 @@ from {{ cookiecutter.package_name }}.__main__ import main as executor_main
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man, synthesize
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import models
-from {{ cookiecutter.package_name }}.frameworks.openmmlab import checkpoint
+from {{ cookiecutter.package_name }}.frameworks.openmmlab import checkpoint, weights
 
 
 def training_work(work: Path, object_type: int, args: argparse.Namespace) -> Path:
@@ -72,8 +73,18 @@ def quiet():
         raise
 
 
+def settle() -> None:
+    """Collect the previous run's garbage before timing the next one.
+
+    A finished runner's DataLoaders (persistent workers) sit in reference cycles; collected at
+    a random moment of the next run, their workers' shutdown (seconds) would be timed there.
+    """
+    gc.collect()
+
+
 def run_executor(env_file: Path) -> tuple[float, Path]:
     """Seconds of the executor's training task, and the config it dumped for its runner."""
+    settle()
     with quiet() as buffer:
         started = time.perf_counter()
         code = executor_main(env_file)
@@ -110,6 +121,7 @@ def run_bare(config_file: Path, work_dir: Path, name: str) -> tuple[float, list]
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = name  # mmengine keys its logger and visualizer singletons by it
     timer = EpochTimer()
+    settle()
     with quiet():
         started = time.perf_counter()
         runner = Runner.from_cfg(cfg)
@@ -141,7 +153,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
     # No baked COCO weights: both runs start from the same random initialisation.
-    os.environ.setdefault(models.WEIGHTS_DIR_VARIABLE, tempfile.mkdtemp(prefix="no-weights-"))
+    os.environ.setdefault(weights.WEIGHTS_DIR_VARIABLE, tempfile.mkdtemp(prefix="no-weights-"))
     object_type = manifest_object_type(default_img_man())
     print(
         f"model {args.model}, {args.train_images} training / {args.val_images} validation "

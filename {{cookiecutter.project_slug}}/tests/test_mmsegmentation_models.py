@@ -8,7 +8,6 @@ Nothing is downloaded: the download CLI is tested against a fake server.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -110,34 +109,6 @@ def test_list_cli(capsys) -> None:
     assert models.main(["--list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in MODEL_NAMES)
-
-
-def test_download_keeps_existing_files_and_checks_hashes(tmp_path: Path, monkeypatch) -> None:
-    spec = models.get_model(models.DEFAULT_MODEL)
-    (tmp_path / spec.weights_file).write_bytes(b"baked")
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("an existing file must not be downloaded again")
-
-    monkeypatch.setattr(models.urllib.request, "urlopen", no_network)
-    assert models.download(tmp_path, [spec.name]) == [tmp_path / spec.weights_file]
-
-    # A download whose content does not match the hash in the file name leaves nothing behind.
-    other = models.get_model("fast_scnn")
-    monkeypatch.setattr(
-        models.urllib.request, "urlopen", lambda *args, **kwargs: io.BytesIO(b"not weights")
-    )
-    with pytest.raises(OSError, match="sha256"):
-        models.download(tmp_path, [other.name])
-    assert sorted(path.name for path in tmp_path.iterdir()) == [spec.weights_file]
-
-
-def test_baked_weights_location(tmp_path: Path, monkeypatch) -> None:
-    spec = models.get_model(models.DEFAULT_MODEL)
-    monkeypatch.setenv(models.WEIGHTS_DIR_VARIABLE, str(tmp_path))
-    assert models.baked_weights(spec) is None
-    (tmp_path / spec.weights_file).write_bytes(b"x")
-    assert models.baked_weights(spec) == tmp_path / spec.weights_file
 
 
 # --- config surgery ----------------------------------------------------------------------

@@ -48,6 +48,7 @@ import numpy as np
 from ...contract.errors import ErrorCode, ExecutorError
 from ...contract.images import open_image
 from ...contract.masks import encode_rle
+from ..openmmlab.weights import CONFIG_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +137,9 @@ def package_files(package: Any) -> tuple[Path, Path]:
     Raises:
         ExecutorError: MODEL when the package lacks the config or the weights.
     """
-    config = package.find_file("config.py")
+    config = package.find_file(CONFIG_FILE)
     try:
-        weights = package.find_file("model.pth")
+        weights = package.find_file(WEIGHTS_FILE)
     except ExecutorError:
         others = [path for path in package.files if path.suffix == ".pth"]
         if len(others) != 1:
@@ -959,7 +960,7 @@ def untrained_stage(
         load_from=None,
     )
     cfg = config.stage_config(config.training_config(spec, settings, inputs))
-    cfg.dump(str(stage_dir / "config.py"))
+    cfg.dump(str(stage_dir / CONFIG_FILE))
     init_default_scope("mmdet")
     torch.manual_seed(seed)
     model = MODELS.build(cfg.model)
@@ -985,8 +986,8 @@ def untrained_stage(
         "img_size": int(img_size),
         "untrained": True,
     }
-    save_checkpoint(stage_dir / "model.pth", model.state_dict(), meta)
-    return [stage_dir / "config.py", stage_dir / "model.pth"]
+    save_checkpoint(stage_dir / WEIGHTS_FILE, model.state_dict(), meta)
+    return [stage_dir / CONFIG_FILE, stage_dir / WEIGHTS_FILE]
 
 
 def untrained_package(

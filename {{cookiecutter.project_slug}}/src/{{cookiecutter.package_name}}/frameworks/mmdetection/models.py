@@ -19,52 +19,32 @@ stage.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
-import os
 import sys
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from ...contract.errors import ErrorCode, ExecutorError
-
-log = logging.getLogger(__name__)
+from ..openmmlab import weights
 
 DETECTION, INSTANCE_SEGMENTATION = 2, 4
 TARGET_NAMES = {DETECTION: "detection", INSTANCE_SEGMENTATION: "instance segmentation"}
 
-# Where the image keeps baked weights; tests and local runs point it elsewhere.
-WEIGHTS_DIR_VARIABLE = "YMIR_WEIGHTS_DIR"
-DEFAULT_WEIGHTS_DIR = "/weights"
 _V2 = "https://download.openmmlab.com/mmdetection/v2.0"
 _V3 = "https://download.openmmlab.com/mmdetection/v3.0"
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """One offered model: its mmdet config, baked weights and training references."""
+class ModelSpec(weights.ModelSpec):
+    """One offered model, with what detection training needs to know about its config."""
 
-    name: str
-    object_type: int  # 2 detection, 4 instance segmentation
-    config: str  # relative to <mmdet>/.mim/configs
-    weights_url: str  # COCO-pretrained weights of exactly this config
-    # GPUs x images per GPU the config's learning rate was tuned for ("8xb32" -> 256; the
-    # 1x schedules say 8 x 2): learning_rate 0 scales the config's rate by our total batch / this.
-    reference_batch: int
+    object_type: int = DETECTION  # 2 detection, 4 instance segmentation
     # The square input side the config's scales were designed for: every resize / crop / mosaic
     # scale of the pipelines is multiplied by img_size / this.
-    reference_size: int
+    reference_size: int = 640
     # A single-stage dense head (per-pixel class maps): what the aldd mining algorithm needs.
-    dense_head: bool
-    description: str
-
-    @property
-    def weights_file(self) -> str:
-        """The file name of the baked weights in the weights folder."""
-        return self.weights_url.rsplit("/", 1)[-1]
+    dense_head: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -184,85 +164,19 @@ def get_model(name: str, object_type: int | None = None) -> ModelSpec:
     return spec
 
 
-def configs_root() -> Path:
-    """The config folder shipped inside the installed mmdet package."""
-    import mmdet  # imported late: the download CLI must run without it
-
-    package = Path(mmdet.__file__).parent
-    for candidate in (package / ".mim" / "configs", package.parent / "configs"):
-        if candidate.is_dir():
-            return candidate
-    raise ExecutorError(ErrorCode.CONFIG, f"mmdet at {package} ships no configs (.mim/configs)")
-
-
 def config_file(spec: ModelSpec) -> Path:
     """The config file of ``spec`` in the installed mmdet."""
-    path = configs_root() / spec.config
-    if not path.is_file():
-        raise ExecutorError(
-            ErrorCode.CONFIG,
-            f"model {spec.name!r}: config {spec.config} is missing from the installed mmdet "
-            "(a different version?)",
-        )
-    return path
-
-
-def weights_dir() -> Path:
-    """Where baked weights live: ``$YMIR_WEIGHTS_DIR``, default ``/weights``."""
-    return Path(os.environ.get(WEIGHTS_DIR_VARIABLE) or DEFAULT_WEIGHTS_DIR)
+    return weights.shipped_config("mmdet", spec)
 
 
 def baked_weights(spec: ModelSpec) -> Path | None:
-    """The baked weights of ``spec``, or None when the image was built without them."""
-    path = weights_dir() / spec.weights_file
-    return path if path.is_file() else None
+    """The COCO weights of ``spec`` baked into the image, or None."""
+    return weights.baked_weights(spec)
 
 
-def download(dest: str | os.PathLike, names: Sequence[str] | None = None) -> list[Path]:
-    """Download the weights of ``names`` (default: every model) into ``dest``.
-
-    For the image build only. Existing files are kept; each file is written to a temporary
-    name first, so an interrupted build never leaves a truncated checkpoint behind. The
-    checkpoint names end with the first 8 hex digits of their SHA-256 (OpenMMLab's
-    convention), which is checked.
-    """
-    folder = Path(dest)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in names or list(MODELS):
-        spec = get_model(name)
-        target = folder / spec.weights_file
-        if not target.is_file():
-            log.info("downloading %s -> %s", spec.weights_url, target)
-            handle, temporary = tempfile.mkstemp(dir=str(folder), suffix=".part")
-            try:
-                with os.fdopen(handle, "wb") as out, urllib.request.urlopen(
-                    spec.weights_url, timeout=600
-                ) as response:
-                    while True:
-                        chunk = response.read(1 << 20)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                _check_hash(Path(temporary), spec)
-                os.replace(temporary, str(target))
-            finally:
-                if os.path.exists(temporary):
-                    os.unlink(temporary)
-        written.append(target)
-    return written
-
-
-def _check_hash(path: Path, spec: ModelSpec) -> None:
-    expected = spec.weights_file.rsplit("-", 1)[-1].split(".")[0]
-    if len(expected) != 8:
-        return  # not an OpenMMLab hash-suffixed name
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    if not digest.hexdigest().startswith(expected):
-        raise OSError(f"{spec.weights_url}: sha256 {digest.hexdigest()[:8]} != {expected}")
+def download(dest: str | Path, names: Sequence[str] | None = None) -> list[Path]:
+    """Download the weights of ``names`` (default: every model) into ``dest`` (image build)."""
+    return weights.download([get_model(name) for name in names or list(MODELS)], dest)
 
 
 def describe(object_type: int | None = None) -> str:

@@ -30,8 +30,8 @@ from typing import Any
 from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import checkpoint as checkpoints
-from ..openmmlab import distributed, failures
-from ..openmmlab.hooks import WEIGHTS_FILE, NonFiniteLossHook, YmirTrainingHook
+from ..openmmlab import distributed, failures, weights
+from ..openmmlab.hooks import NonFiniteLossHook, YmirTrainingHook
 from . import config as configs
 from . import data, models
 
@@ -63,7 +63,7 @@ def run(ctx: Any) -> None:
     train_json, val_json = data.write_splits(
         train_items, val_items, ctx.class_names, work_dir / "data", ctx.object_type
     )
-    source, origin = weights_source(ctx, spec)
+    source, origin = weights.weights_source(ctx, spec, "the COCO weights")
     inputs = configs.TrainingInputs(
         class_names=list(ctx.class_names),
         object_type=ctx.object_type,
@@ -178,112 +178,37 @@ def prepare_weights(ctx: Any, spec: models.ModelSpec, cfg: Any, source: Path, or
             OBJECT_TYPE for weights of a model of another target.
     """
     checkpoint = checkpoints.load_checkpoint(source)
-    meta = checkpoint["meta"]
-    _check_origin(ctx, spec, meta, origin)
+    target_name = models.TARGET_NAMES.get(ctx.object_type, str(ctx.object_type))
+    weights.check_origin(ctx, spec, checkpoint["meta"], origin, target_name)
     old_names = checkpoints.class_names(checkpoint)
-    if old_names is not None and [name.lower() for name in old_names] == list(ctx.class_names):
-        kept = _fitting(checkpoint["state_dict"], _shapes(cfg.model))
-        if not kept:
-            raise ExecutorError(
-                ErrorCode.MODEL, f"the weights in {source.name} do not fit model {spec.name}"
-            )
-        log.info("starting from %s (%s, same classes)", origin, source.name)
-        return source
-    return _without_head(ctx, spec, cfg, checkpoint, source, origin, old_names)
-
-
-def weights_source(ctx: Any, spec: models.ModelSpec) -> tuple[Path | None, str]:
-    """The weights file to start from and where it comes from; ``(None, "")`` for scratch.
-
-    Raises:
-        ExecutorError: MODEL for a pretrained model without a weights file.
-    """
-    files = list(getattr(ctx.model, "files", None) or [])
-    if files:
-        weights = [path for path in files if path.name == WEIGHTS_FILE]
-        weights = weights or [path for path in files if path.suffix in (".pth", ".pt")]
-        if not weights:
-            raise ExecutorError(
-                ErrorCode.MODEL,
-                "the pretrained model has no weights file (.pth): {}".format(
-                    ", ".join(path.name for path in files)
-                ),
-            )
-        return Path(weights[0]), "the pretrained model"
-    baked = models.baked_weights(spec)
-    if baked is None:
-        log.warning(
-            "no pretrained model and no baked weights %s in %s: training %s from scratch "
-            "(slow to converge; build the image with its weights, or pick a pretrained model)",
-            spec.weights_file,
-            models.weights_dir(),
-            spec.name,
-        )
-        return None, ""
-    return baked, f"the COCO weights baked into the image ({baked})"
-
-
-def _check_origin(ctx: Any, spec: models.ModelSpec, meta: dict, origin: str) -> None:
-    info_type = (getattr(ctx.model, "info", None) or {}).get("object_type")
-    for where, value in (("model package", info_type), ("weights", meta.get("object_type"))):
-        if value not in (None, "") and str(value) != str(ctx.object_type):
-            raise ExecutorError(
-                ErrorCode.OBJECT_TYPE,
-                f"{origin} is for object_type {value} ({where}), this executor does "
-                f"{models.TARGET_NAMES.get(ctx.object_type, ctx.object_type)} (object_type "
-                f"{ctx.object_type}); pick a model trained for this target",
-            )
-    trained_as = meta.get("model")
-    if trained_as and trained_as != spec.name:
-        raise ExecutorError(
-            ErrorCode.MODEL,
-            f"{origin} is a {trained_as} model but the task trains {spec.name}; set the "
-            f"hyper-parameter model to {trained_as}, or pick no pretrained model",
-        )
-
-
-def _without_head(
-    ctx: Any,
-    spec: models.ModelSpec,
-    cfg: Any,
-    checkpoint: dict,
-    source: Path,
-    origin: str,
-    old_names: list[str] | None,
-) -> Path:
-    """A copy of the weights without the class-dependent layers (the head's classifiers)."""
-    shapes = _shapes(cfg.model)
-    kept = _fitting(checkpoint["state_dict"], shapes)
-    if old_names is not None and len(old_names) == len(ctx.class_names):
-        # Same number of classes, different ones: shapes match, meanings do not. The layers
-        # whose shape follows the class count are found by building the model with one more.
-        other = copy.deepcopy(cfg.model)
-        configs.set_num_classes(other, len(ctx.class_names) + 1)
-        changing = {key for key, shape in _shapes(other).items() if shapes.get(key) != shape}
-        kept = {key: value for key, value in kept.items() if key not in changing}
-    if not kept:
+    same_classes = old_names is not None and [name.lower() for name in old_names] == list(
+        ctx.class_names
+    )
+    fitted = weights.fit_weights(
+        checkpoint["state_dict"],
+        cfg.model,
+        build=_build_model,
+        same_classes=same_classes,
+        same_class_count=old_names is not None and len(old_names) == len(ctx.class_names),
+        set_num_classes=configs.set_num_classes,
+        num_classes=len(ctx.class_names),
+    )
+    if not fitted.kept:
         raise ExecutorError(
             ErrorCode.MODEL, f"the weights in {source.name} do not fit model {spec.name}"
         )
-    dropped = sorted(key for key in shapes if key not in kept)
-    log.warning(
-        "%s was trained on %s, the task has classes %s: re-initialising %d tensors "
-        "(the head's class-dependent layers: %s); %d tensors are fine-tuned",
-        origin,
-        "classes " + str(old_names) if old_names else "other classes",
-        list(ctx.class_names),
-        len(dropped),
-        _short_list(sorted({key.rsplit(".", 1)[0] for key in dropped})),
-        len(kept),
-    )
+    if same_classes:
+        log.info("starting from %s (%s, same classes)", origin, source.name)
+        return source
+    weights.report_reinitialised(origin, old_names, list(ctx.class_names), fitted)
     target = Path(ctx.work_dir) / "mmdet" / "pretrained_without_head.pth"
     meta = dict(checkpoint["meta"], class_names=list(ctx.class_names), source=str(source))
-    checkpoints.save_checkpoint(target, kept, meta)
+    checkpoints.save_checkpoint(target, fitted.kept, meta)
     return target
 
 
-def _shapes(model_cfg: Any) -> dict[str, tuple]:
-    """Parameter and buffer shapes of the model a config builds (on the CPU, random init)."""
+def _build_model(model_cfg: Any) -> Any:
+    """The model a config builds, on the CPU with random weights (to read its shapes)."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.registry import DefaultScope
@@ -301,21 +226,4 @@ def _shapes(model_cfg: Any) -> dict[str, tuple]:
     )
     # Nested parts (the data preprocessor) are looked up in the default scope's registries.
     with DefaultScope.overwrite_default_scope("mmdet"):
-        model = MODELS.build(model_cfg)
-    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
-
-
-def _fitting(state_dict: dict, shapes: dict[str, tuple]) -> dict:
-    """The entries of ``state_dict`` the model has, with the same shape."""
-    result = {}
-    for key, value in state_dict.items():
-        name = key[7:] if key.startswith("module.") else key
-        if name in shapes and tuple(getattr(value, "shape", ())) == shapes[name]:
-            result[name] = value
-    return result
-
-
-def _short_list(items: list[str], limit: int = 6) -> str:
-    if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f", ... ({len(items)} in all)"
+        return MODELS.build(model_cfg)

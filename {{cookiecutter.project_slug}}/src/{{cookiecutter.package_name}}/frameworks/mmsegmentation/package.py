@@ -14,7 +14,7 @@ from typing import Sequence
 
 from ... import __version__
 from ..openmmlab.checkpoint import save_checkpoint
-from ..openmmlab.hooks import CONFIG_FILE, WEIGHTS_FILE
+from ..openmmlab.weights import CONFIG_FILE, WEIGHTS_FILE
 from . import config as configs
 from . import data, models
 

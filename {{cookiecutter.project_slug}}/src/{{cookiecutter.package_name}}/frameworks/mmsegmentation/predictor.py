@@ -35,13 +35,12 @@ from torch.utils.data import DataLoader, Dataset
 from ...contract import images
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import checkpoint as checkpoints
+from ..openmmlab.weights import CONFIG_FILE, WEIGHTS_FILE
 from .config import inference_model_config
 from .data import LabelSet
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.pth"
-CONFIG_FILE = "config.py"
 SEMANTIC_SEGMENTATION = 3
 # Transforms of the dumped test pipeline that this module does itself.
 _SKIPPED_TRANSFORMS = {"LoadImageFromFile", "LoadAnnotations", "PackSegInputs"}

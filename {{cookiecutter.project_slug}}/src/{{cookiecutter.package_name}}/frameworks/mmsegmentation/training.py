@@ -33,8 +33,8 @@ from typing import Any, Mapping
 from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import checkpoint as checkpoints
-from ..openmmlab import distributed, failures
-from ..openmmlab.hooks import WEIGHTS_FILE, NonFiniteLossHook, YmirTrainingHook
+from ..openmmlab import distributed, failures, weights
+from ..openmmlab.hooks import NonFiniteLossHook, YmirTrainingHook
 from . import config as configs
 from . import data, models
 
@@ -158,7 +158,7 @@ def run(ctx: Any) -> None:
 
     work_dir = Path(ctx.work_dir) / "mmseg"
     prepared = data.prepare(train_items, val_items, work_dir, labels)
-    source, origin = weights_source(ctx, spec)
+    source, origin = weights.weights_source(ctx, spec, "the weights")
     cfg = configs.build_config(
         spec,
         prepared,
@@ -270,37 +270,6 @@ def train_job(payload: dict, channel: distributed.Channel) -> None:
 # starting weights
 
 
-def weights_source(ctx: Any, spec: models.ModelSpec) -> tuple[Path | None, str]:
-    """The weights file to start from and where it comes from; ``(None, "")`` for scratch.
-
-    Raises:
-        ExecutorError: MODEL for a pretrained model without a weights file.
-    """
-    files = list(getattr(ctx.model, "files", None) or [])
-    if files:
-        weights = [path for path in files if path.name == WEIGHTS_FILE]
-        weights = weights or [path for path in files if path.suffix in (".pth", ".pt")]
-        if not weights:
-            raise ExecutorError(
-                ErrorCode.MODEL,
-                "the pretrained model has no weights file (.pth): {}".format(
-                    ", ".join(path.name for path in files)
-                ),
-            )
-        return Path(weights[0]), "the pretrained model"
-    baked = models.baked_weights(spec)
-    if baked is None:
-        log.warning(
-            "no pretrained model and no baked weights %s in %s: training %s from scratch "
-            "(slow to converge; build the image with its weights, or pick a pretrained model)",
-            spec.weights_file,
-            models.weights_dir(),
-            spec.name,
-        )
-        return None, ""
-    return baked, f"the weights baked into the image ({baked})"
-
-
 def prepare_weights(
     ctx: Any,
     spec: models.ModelSpec,
@@ -316,42 +285,31 @@ def prepare_weights(
             OBJECT_TYPE for weights of a model of another target.
     """
     checkpoint = checkpoints.load_checkpoint(source)
-    meta = checkpoint["meta"]
-    _check_origin(ctx, spec, meta, origin)
-    shapes = _shapes(cfg.model)
-    kept = _fitting(checkpoint["state_dict"], shapes)
+    weights.check_origin(ctx, spec, checkpoint["meta"], origin, "semantic segmentation")
     old_classes = _model_classes(checkpoint)
-    same = old_classes is not None and [name.lower() for name in old_classes] == [
+    same_classes = old_classes is not None and [name.lower() for name in old_classes] == [
         name.lower() for name in labels.model_classes
     ]
-    if not same and old_classes is not None and len(old_classes) == labels.num_classes:
-        # Same number of classes, different ones: shapes match, meanings do not. The tensors
-        # whose shape follows the class count are found by building the model with one more.
-        other = copy.deepcopy(cfg.model)
-        configs.set_key(other, "num_classes", labels.num_classes + 1)
-        changing = {key for key, shape in _shapes(other).items() if shapes.get(key) != shape}
-        kept = {key: value for key, value in kept.items() if key not in changing}
-    if not kept:
+    fitted = weights.fit_weights(
+        checkpoint["state_dict"],
+        cfg.model,
+        build=_build_model,
+        same_classes=same_classes,
+        same_class_count=old_classes is not None and len(old_classes) == labels.num_classes,
+        set_num_classes=lambda model_cfg, count: configs.set_key(model_cfg, "num_classes", count),
+        num_classes=labels.num_classes,
+    )
+    if not fitted.kept:
         raise ExecutorError(
             ErrorCode.MODEL, f"the weights in {source.name} do not fit model {spec.name}"
         )
-    dropped = sorted(key for key in shapes if key not in kept)
-    if same and not dropped:
+    if fitted.dropped:
+        weights.report_reinitialised(origin, old_classes, list(labels.model_classes), fitted)
+    else:
         log.info("starting from %s (%s, same classes)", origin, source.name)
-    elif dropped:
-        log.warning(
-            "%s was trained on %s, the model learns %s: re-initialising %d tensors (%s); "
-            "%d tensors start from it",
-            origin,
-            "classes " + str(old_classes) if old_classes else "other classes",
-            list(labels.model_classes),
-            len(dropped),
-            _short_list(sorted({key.rsplit(".", 1)[0] for key in dropped})),
-            len(kept),
-        )
     target = Path(ctx.work_dir) / "mmseg" / "start_weights.pth"
     meta = {"source": str(source), "dataset_meta": {"classes": list(labels.model_classes)}}
-    checkpoints.save_checkpoint(target, kept, meta)
+    checkpoints.save_checkpoint(target, fitted.kept, meta)
     return target
 
 
@@ -364,48 +322,12 @@ def _model_classes(checkpoint: Mapping) -> list[str] | None:
     return checkpoints.class_names(checkpoint)
 
 
-def _check_origin(ctx: Any, spec: models.ModelSpec, meta: Mapping, origin: str) -> None:
-    info_type = (getattr(ctx.model, "info", None) or {}).get("object_type")
-    for where, value in (("model package", info_type), ("weights", meta.get("object_type"))):
-        if value not in (None, "") and str(value) != str(SEMANTIC_SEGMENTATION):
-            raise ExecutorError(
-                ErrorCode.OBJECT_TYPE,
-                f"{origin} is for object_type {value} ({where}), this executor does semantic "
-                f"segmentation (object_type {SEMANTIC_SEGMENTATION}); pick a model trained for "
-                "this target",
-            )
-    trained_as = meta.get("model")
-    if trained_as and trained_as != spec.name:
-        raise ExecutorError(
-            ErrorCode.MODEL,
-            f"{origin} is a {trained_as} model but the task trains {spec.name}; set the "
-            f"hyper-parameter model to {trained_as}, or pick no pretrained model",
-        )
-
-
-def _shapes(model_cfg: Any) -> dict[str, tuple]:
-    """Parameter and buffer shapes of the model a config builds (on the CPU, random init)."""
+def _build_model(model_cfg: Any) -> Any:
+    """The model a config builds, on the CPU with random weights (to read its shapes)."""
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
     register_all_modules(init_default_scope=False)
     model_cfg = copy.deepcopy(model_cfg)
     configs.replace_sync_bn(model_cfg)  # a plain BN builds anywhere; same shapes
-    model = MODELS.build(model_cfg)
-    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
-
-
-def _fitting(state_dict: Mapping, shapes: Mapping[str, tuple]) -> dict:
-    """The entries of ``state_dict`` the model has, with the same shape."""
-    result = {}
-    for key, value in state_dict.items():
-        name = key[7:] if key.startswith("module.") else key
-        if name in shapes and tuple(getattr(value, "shape", ())) == shapes[name]:
-            result[name] = value
-    return result
-
-
-def _short_list(items: list[str], limit: int = 6) -> str:
-    if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f", ... ({len(items)} in all)"
+    return MODELS.build(model_cfg)

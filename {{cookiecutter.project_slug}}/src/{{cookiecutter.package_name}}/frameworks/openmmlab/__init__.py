@@ -4,5 +4,6 @@
 - :mod:`.hooks`: the mmengine hooks that report progress and write model stages;
 - :mod:`.distributed`: torchrun launch (GPUs, or gloo processes on the CPU), rank helpers;
 - :mod:`.failures`: exceptions -> YMIR executor error codes;
-- :mod:`.options`: the ``cfg_options`` hyper-parameter (mmengine ``key=value`` overrides).
+- :mod:`.options`: the ``cfg_options`` hyper-parameter (mmengine ``key=value`` overrides);
+- :mod:`.weights`: the offered models' configs and baked weights, fitting a checkpoint to a model.
 """

@@ -47,13 +47,12 @@ from mmengine.model import is_model_wrapper
 from .checkpoint import save_checkpoint
 from .distributed import Channel
 from .failures import NonFiniteLossError
+from .weights import CONFIG_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
 DETECTION, SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION = 2, 3, 4
 MAIN_METRIC = {DETECTION: "mAP", SEMANTIC_SEGMENTATION: "mIoU", INSTANCE_SEGMENTATION: "maskAP"}
-WEIGHTS_FILE = "model.pth"
-CONFIG_FILE = "config.py"
 BEST, LAST = "best", "last"
 # COCO's size buckets and IoU variants, as YMIR names them after the prefix.
 _COCO_SUFFIXES = ("", "_50", "_75", "_s", "_m", "_l")

@@ -1,0 +1,254 @@
+"""Starting weights, shared by the OpenMMLab implementations.
+
+- The offered models (:class:`ModelSpec`): a config that ships inside the installed framework
+  package (``<package>/.mim/configs``, so no repository checkout is needed at run time) and the
+  published weights of exactly that config.
+- Baked weights: the image build downloads them (:func:`download`) into ``/weights``
+  (``$YMIR_WEIGHTS_DIR``); nothing is downloaded at run time, a missing file means training
+  from scratch.
+- Fitting a checkpoint to the model being trained: the tensors whose name and shape match are
+  kept, the class-dependent ones are re-initialised when the classes differ, and the user is
+  told which.
+
+Only the download part runs in the image's plain build stage: nothing here imports torch or a
+framework at import time.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import logging
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ...contract.errors import ErrorCode, ExecutorError
+
+log = logging.getLogger(__name__)
+
+# Where the image keeps baked weights; tests and local runs point it elsewhere.
+WEIGHTS_DIR_VARIABLE = "YMIR_WEIGHTS_DIR"
+DEFAULT_WEIGHTS_DIR = "/weights"
+# The files of a model stage this executor writes: the weights and the config that builds them.
+WEIGHTS_FILE = "model.pth"
+CONFIG_FILE = "config.py"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One offered model: its config in the framework package and its published weights."""
+
+    name: str
+    config: str  # relative to <package>/.mim/configs
+    weights_url: str  # the published weights of exactly this config
+    # GPUs x images per GPU the config's learning rate was tuned for (the "8xb32" in its
+    # name): learning_rate 0 scales the config's rate by our total batch / this.
+    reference_batch: int
+    description: str
+
+    @property
+    def weights_file(self) -> str:
+        """The file name of the baked weights in the weights folder."""
+        return self.weights_url.rsplit("/", 1)[-1]
+
+
+def shipped_config(package: str, spec: ModelSpec) -> Path:
+    """The config file of ``spec`` inside the installed framework ``package`` (mmdet, mmseg)."""
+    module = importlib.import_module(package)  # late: the download CLI runs without it
+    root = Path(module.__file__).parent
+    for configs in (root / ".mim" / "configs", root.parent / "configs"):
+        if configs.is_dir():
+            path = configs / spec.config
+            if not path.is_file():
+                raise ExecutorError(
+                    ErrorCode.CONFIG,
+                    f"model {spec.name!r}: config {spec.config} is missing from the installed "
+                    f"{package} (a different version?)",
+                )
+            return path
+    raise ExecutorError(ErrorCode.CONFIG, f"{package} at {root} ships no configs (.mim/configs)")
+
+
+def weights_dir() -> Path:
+    """Where baked weights live: ``$YMIR_WEIGHTS_DIR``, default ``/weights``."""
+    return Path(os.environ.get(WEIGHTS_DIR_VARIABLE) or DEFAULT_WEIGHTS_DIR)
+
+
+def baked_weights(spec: ModelSpec) -> Path | None:
+    """The baked weights of ``spec``, or None when the image was built without them."""
+    path = weights_dir() / spec.weights_file
+    return path if path.is_file() else None
+
+
+def download(specs: Sequence[ModelSpec], dest: str | os.PathLike) -> list[Path]:
+    """Download the weights of ``specs`` into ``dest``; for the image build only.
+
+    Existing files are kept; each file is written to a temporary name first, so an interrupted
+    build never leaves a truncated checkpoint behind. The checkpoint names end with the first 8
+    hex digits of their SHA-256 (OpenMMLab's convention), which is checked.
+    """
+    folder = Path(dest)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for spec in specs:
+        target = folder / spec.weights_file
+        if not target.is_file():
+            log.info("downloading %s -> %s", spec.weights_url, target)
+            handle, temporary = tempfile.mkstemp(dir=str(folder), suffix=".part")
+            try:
+                with os.fdopen(handle, "wb") as out, urllib.request.urlopen(
+                    spec.weights_url, timeout=600
+                ) as response:
+                    while True:
+                        chunk = response.read(1 << 20)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                _check_hash(Path(temporary), spec)
+                os.replace(temporary, str(target))
+            finally:
+                if os.path.exists(temporary):
+                    os.unlink(temporary)
+        written.append(target)
+    return written
+
+
+def _check_hash(path: Path, spec: ModelSpec) -> None:
+    expected = spec.weights_file.rsplit("-", 1)[-1].split(".")[0]
+    if len(expected) != 8:
+        return  # not an OpenMMLab hash-suffixed name
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(expected):
+        raise OSError(f"{spec.weights_url}: sha256 {digest.hexdigest()[:8]} != {expected}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the weights a training run starts from
+
+
+def weights_source(ctx: Any, spec: ModelSpec, baked_origin: str) -> tuple[Path | None, str]:
+    """The weights file to start from and a phrase saying where it comes from.
+
+    The pretrained model's weights when the task has one, else the baked weights of ``spec``
+    (``baked_origin`` says what they are, e.g. "the COCO weights"), else ``(None, "")``:
+    training from scratch, with a warning.
+
+    Raises:
+        ExecutorError: MODEL for a pretrained model without a weights file.
+    """
+    files = list(getattr(ctx.model, "files", None) or [])
+    if files:
+        weights = [path for path in files if Path(path).name == WEIGHTS_FILE]
+        weights = weights or [path for path in files if Path(path).suffix in (".pth", ".pt")]
+        if not weights:
+            raise ExecutorError(
+                ErrorCode.MODEL,
+                "the pretrained model has no weights file (.pth): {}".format(
+                    ", ".join(Path(path).name for path in files)
+                ),
+            )
+        return Path(weights[0]), "the pretrained model"
+    baked = baked_weights(spec)
+    if baked is None:
+        log.warning(
+            "no pretrained model and no baked weights %s in %s: training %s from scratch "
+            "(slow to converge; build the image with its weights, or pick a pretrained model)",
+            spec.weights_file,
+            weights_dir(),
+            spec.name,
+        )
+        return None, ""
+    return baked, f"{baked_origin} baked into the image ({baked})"
+
+
+def check_origin(ctx: Any, spec: ModelSpec, meta: Mapping, origin: str, target_name: str) -> None:
+    """Refuse weights of another target or of another model than the one the task trains.
+
+    Raises:
+        ExecutorError: OBJECT_TYPE for a package or checkpoint of another object type; MODEL
+            for a checkpoint of another offered model.
+    """
+    info_type = (getattr(ctx.model, "info", None) or {}).get("object_type")
+    for where, value in (("model package", info_type), ("weights", meta.get("object_type"))):
+        if value not in (None, "") and str(value) != str(ctx.object_type):
+            raise ExecutorError(
+                ErrorCode.OBJECT_TYPE,
+                f"{origin} is for object_type {value} ({where}), this executor does "
+                f"{target_name} (object_type {ctx.object_type}); pick a model trained for "
+                "this target",
+            )
+    trained_as = meta.get("model")
+    if trained_as and trained_as != spec.name:
+        raise ExecutorError(
+            ErrorCode.MODEL,
+            f"{origin} is a {trained_as} model but the task trains {spec.name}; set the "
+            f"hyper-parameter model to {trained_as}, or pick no pretrained model",
+        )
+
+
+@dataclass
+class FittedWeights:
+    """The tensors of a checkpoint that the model being trained takes over."""
+
+    kept: dict
+    dropped: list[str]  # the model's tensors that start from their initialisation
+
+
+def fit_weights(
+    state_dict: Mapping,
+    model_cfg: Any,
+    build: Callable[[Any], Any],
+    same_classes: bool,
+    same_class_count: bool,
+    set_num_classes: Callable[[Any, int], Any],
+    num_classes: int,
+) -> FittedWeights:
+    """Keep the tensors of ``state_dict`` that fit the model ``model_cfg`` builds.
+
+    ``build`` turns a model config into a module (on the CPU, random init). When the classes
+    differ but their number is the same, shapes match while meanings do not: the class-dependent
+    tensors are found by building the model with one class more (``set_num_classes``) and are
+    dropped too.
+    """
+    shapes = _shapes(build(model_cfg))
+    kept = {}
+    for key, value in state_dict.items():
+        name = key[7:] if key.startswith("module.") else key  # saved from a DDP wrapper
+        if name in shapes and tuple(getattr(value, "shape", ())) == shapes[name]:
+            kept[name] = value
+    if not same_classes and same_class_count:
+        other = copy.deepcopy(model_cfg)
+        set_num_classes(other, num_classes + 1)
+        changing = {key for key, shape in _shapes(build(other)).items() if shapes.get(key) != shape}
+        kept = {key: value for key, value in kept.items() if key not in changing}
+    return FittedWeights(kept, sorted(key for key in shapes if key not in kept))
+
+
+def _shapes(model: Any) -> dict[str, tuple]:
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def report_reinitialised(
+    origin: str, old_classes: list[str] | None, new_classes: list[str], fitted: FittedWeights
+) -> None:
+    """Tell the user which layers start from scratch because the classes changed."""
+    layers = sorted({key.rsplit(".", 1)[0] for key in fitted.dropped})
+    shown = ", ".join(layers[:6]) + (f", ... ({len(layers)} in all)" if len(layers) > 6 else "")
+    log.warning(
+        "%s was trained on %s, the model learns %s: re-initialising the %d tensors of the "
+        "class-dependent layers (%s); %d tensors start from it",
+        origin,
+        "classes " + str(old_classes) if old_classes else "other classes",
+        new_classes,
+        len(fitted.dropped),
+        shown,
+        len(fitted.kept),
+    )
