@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import yaml
 
 import {{ cookiecutter.package_name }} as executor
 from {{ cookiecutter.package_name }}.contract.params import TEMPLATE_FILES, manifest_object_type
-from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES, default_img_man
+from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES, default_img_man, synthesize
+from {{ cookiecutter.package_name }}.devkit.verify import format_findings, has_errors, verify_work_dir
 
 IMG_MAN = default_img_man()
 OBJECT_TYPE = manifest_object_type(IMG_MAN)
@@ -41,6 +43,8 @@ TEMPLATE_KEYS = {
     for key in yaml.safe_load((IMG_MAN / name).read_text(encoding="utf-8"))
 }
 QUICK_PARAMS = {key: value for key, value in QUICK_SETTINGS.items() if key in TEMPLATE_KEYS}
+# A JPEG header followed by garbage: an image file no decoder can read.
+CORRUPT_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x13" * 64
 
 
 def requires(*tasks: str):
@@ -72,4 +76,38 @@ def stub_model_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
         from {{ cookiecutter.package_name }}.devkit.chain import baseline_package
 
         baseline_package(root, tar, OBJECT_TYPE, IMG_MAN, root / "asset_cache")
+    return tar
+
+
+def synthesize_task(
+    work: Path, task: str, model_tar: Path, params: dict, *, corrupt: int = 0, **synth_args
+):
+    """A synthetic /in for mining or inference with ``model_tar`` installed and ``params`` set;
+    the first ``corrupt`` candidates are made unreadable (their files, not the links to them)."""
+    syn = synthesize(work, task, OBJECT_TYPE, model_params=model_tar, params=params, **synth_args)
+    for path in syn.candidates[:corrupt]:
+        Path(os.path.realpath(path)).write_bytes(CORRUPT_JPEG)
+    return syn
+
+
+def assert_verified(syn) -> None:
+    """What the executor wrote passes the platform's parsing rules (the devkit verifier)."""
+    findings = verify_work_dir(syn.work_dir)
+    assert not has_errors(findings), format_findings(findings)
+
+
+def untrained_mmdetection_package(
+    factory: pytest.TempPathFactory, name: str, object_type: int = OBJECT_TYPE
+) -> Path:
+    """An MMDetection model package with random weights (64 px input), built once per session.
+
+    The head's weights get some noise, so even an untrained model predicts boxes to check.
+    """
+    from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference
+
+    folder = factory.getbasetemp() / "mmdetection-packages"
+    tar = folder / f"{name}-{object_type}.tar"
+    if not tar.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        inference.untrained_package(tar, name, object_type, CLASS_NAMES, img_size=64, noise=0.02)
     return tar

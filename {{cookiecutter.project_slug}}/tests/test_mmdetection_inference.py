@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -20,13 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import requires
+from conftest import assert_verified, requires, synthesize_task, untrained_mmdetection_package
 from {{ cookiecutter.package_name }}.__main__ import main
 from {{ cookiecutter.package_name }}.contract.models import load_model_package, unpack_model
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.chain import chain, read_monitor_state
 from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES, default_img_man, synthesize
-from {{ cookiecutter.package_name }}.devkit.verify import format_findings, has_errors, verify_work_dir
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, models
 
 pytestmark = pytest.mark.slow
@@ -36,43 +34,16 @@ OBJECT_TYPE = manifest_object_type(IMG_MAN)
 MODEL_NAMES = [spec.name for spec in models.models_for(OBJECT_TYPE)]
 DEFAULT_MODEL = models.default_model(OBJECT_TYPE).name
 OTHER_TARGET = 4 if OBJECT_TYPE == 2 else 2
-IMG_SIZE = 64
 # Low threshold: untrained heads are unsure of everything, and the tests need predictions.
 SETTINGS = {"confidence_threshold": 0.001, "batch_size_per_gpu": 2, "num_workers_per_gpu": 1}
 NUM_CANDIDATES = 5
-CORRUPT_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x13" * 64
-
-
-def model_package(
-    factory: pytest.TempPathFactory, name: str, object_type: int = OBJECT_TYPE
-) -> Path:
-    """An untrained model package, built once per test session (shared by the test modules)."""
-    folder = factory.getbasetemp() / "mmdetection-packages"
-    tar = folder / f"{name}-{object_type}.tar"
-    if not tar.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        inference.untrained_package(
-            tar, name, object_type, CLASS_NAMES, img_size=IMG_SIZE, noise=0.02
-        )
-    return tar
 
 
 def prepare(work: Path, task: str, tar: Path, corrupt: int = 0, **overrides):
-    """A synthetic /in for ``task`` with ``tar`` installed; the first ``corrupt`` candidates
-    are made unreadable."""
-    syn = synthesize(work, task, OBJECT_TYPE, model_params=tar, num_candidates=NUM_CANDIDATES)
-    config = yaml.safe_load(syn.config_file.read_text(encoding="utf-8"))
-    config.update(SETTINGS)
-    config.update(overrides)
-    syn.config_file.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    for path in syn.candidates[:corrupt]:
-        Path(os.path.realpath(path)).write_bytes(CORRUPT_JPEG)
-    return syn
-
-
-def assert_verified(syn) -> None:
-    findings = verify_work_dir(syn.work_dir)
-    assert not has_errors(findings), format_findings(findings)
+    """A synthetic /in for ``task`` with ``tar`` installed and the module's settings."""
+    return synthesize_task(
+        work, task, tar, {**SETTINGS, **overrides}, corrupt=corrupt, num_candidates=NUM_CANDIDATES
+    )
 
 
 def predictions(syn) -> dict:
@@ -98,7 +69,10 @@ def monitor_code(syn):
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
 def test_every_model_infers(tmp_path_factory, tmp_path: Path, model_name: str) -> None:
     syn = prepare(
-        tmp_path / "work", "infer", model_package(tmp_path_factory, model_name), corrupt=1
+        tmp_path / "work",
+        "infer",
+        untrained_mmdetection_package(tmp_path_factory, model_name),
+        corrupt=1,
     )
     assert main(syn.env_file) == 0
     assert_verified(syn)
@@ -114,7 +88,7 @@ def test_every_model_infers(tmp_path_factory, tmp_path: Path, model_name: str) -
 
 
 def test_confidence_threshold_filters(tmp_path_factory, tmp_path: Path) -> None:
-    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
     low = prepare(tmp_path / "low", "infer", tar)
     high = prepare(tmp_path / "high", "infer", tar, confidence_threshold=0.03)
     assert main(low.env_file) == 0 and main(high.env_file) == 0
@@ -137,7 +111,7 @@ def test_thresholds_reach_the_heads(tmp_path_factory, tmp_path: Path, model_name
 
 
 def test_two_processes_equal_one(tmp_path_factory, tmp_path: Path, monkeypatch, caplog) -> None:
-    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
     one = prepare(tmp_path / "one", "infer", tar, corrupt=1)
     assert main(one.env_file) == 0
     monkeypatch.setenv("YMIR_CPU_PROCESSES", "2")
@@ -167,7 +141,7 @@ def assert_same_predictions(left: dict, right: dict) -> None:
 
 
 def installed_package(factory, tmp_path: Path, model_name: str):
-    tar = model_package(factory, model_name)
+    tar = untrained_mmdetection_package(factory, model_name)
     paths = unpack_model(tar, None, tmp_path / "models")
     return load_model_package(tmp_path / "models", paths)
 
@@ -229,7 +203,7 @@ def replace_model_file(syn, name: str, data: bytes | None) -> None:
 
 @pytest.mark.parametrize("case", ["missing", "not listed", "corrupt", "truncated", "other model"])
 def test_bad_weights_fail_with_300004(tmp_path_factory, tmp_path: Path, case: str) -> None:
-    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
     syn = prepare(tmp_path / "work", "infer", tar)
     weights = next(Path(p) for p in syn.model_params if Path(p).name == "model.pth")
     if case == "missing":
@@ -243,7 +217,7 @@ def test_bad_weights_fail_with_300004(tmp_path_factory, tmp_path: Path, case: st
         replace_model_file(syn, "model.pth", data[: len(data) // 2])
     else:  # weights of another architecture next to this config
         other = next(name for name in MODEL_NAMES if name != DEFAULT_MODEL)
-        other_tar = model_package(tmp_path_factory, other)
+        other_tar = untrained_mmdetection_package(tmp_path_factory, other)
         unpacked = unpack_model(other_tar, None, tmp_path / "other")
         shutil.copyfile(next(p for p in unpacked if p.endswith("model.pth")), weights)
     assert main(syn.env_file) == 1
@@ -252,7 +226,7 @@ def test_bad_weights_fail_with_300004(tmp_path_factory, tmp_path: Path, case: st
 
 def test_model_of_the_other_target_fails_with_300005(tmp_path_factory, tmp_path: Path) -> None:
     other = models.default_model(OTHER_TARGET).name
-    tar = model_package(tmp_path_factory, other, OTHER_TARGET)
+    tar = untrained_mmdetection_package(tmp_path_factory, other, OTHER_TARGET)
     syn = prepare(tmp_path / "work", "infer", tar)
     assert main(syn.env_file) == 1
     assert monitor_code(syn) == (4, 300005)

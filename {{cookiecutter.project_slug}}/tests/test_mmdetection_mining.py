@@ -10,17 +10,16 @@ gloo processes as with one, and mining + inference in one task sharing the forwa
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import assert_verified, synthesize_task, untrained_mmdetection_package
 from {{ cookiecutter.package_name }}.__main__ import main
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.chain import read_monitor_state
-from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES, default_img_man, synthesize
-from {{ cookiecutter.package_name }}.devkit.verify import format_findings, has_errors, verify_work_dir
+from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, mining, models
 
 pytestmark = pytest.mark.slow
@@ -30,38 +29,15 @@ OBJECT_TYPE = manifest_object_type(IMG_MAN)
 SPECS = models.models_for(OBJECT_TYPE)
 MODEL_NAMES = [spec.name for spec in SPECS]
 DEFAULT_MODEL = models.default_model(OBJECT_TYPE).name
-IMG_SIZE = 64
 SETTINGS = {"confidence_threshold": 0.001, "batch_size_per_gpu": 2, "num_workers_per_gpu": 1}
 NUM_CANDIDATES = 5
-CORRUPT_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x13" * 64
-
-
-def model_package(factory: pytest.TempPathFactory, name: str) -> Path:
-    """An untrained model package, built once per test session (shared by the test modules)."""
-    folder = factory.getbasetemp() / "mmdetection-packages"
-    tar = folder / f"{name}-{OBJECT_TYPE}.tar"
-    if not tar.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        inference.untrained_package(
-            tar, name, OBJECT_TYPE, CLASS_NAMES, img_size=IMG_SIZE, noise=0.02
-        )
-    return tar
 
 
 def prepare(work: Path, task: str, tar: Path, corrupt: int = 0, **overrides):
-    syn = synthesize(work, task, OBJECT_TYPE, model_params=tar, num_candidates=NUM_CANDIDATES)
-    config = yaml.safe_load(syn.config_file.read_text(encoding="utf-8"))
-    config.update(SETTINGS)
-    config.update(overrides)
-    syn.config_file.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    for path in syn.candidates[:corrupt]:
-        Path(os.path.realpath(path)).write_bytes(CORRUPT_JPEG)
-    return syn
-
-
-def assert_verified(syn) -> None:
-    findings = verify_work_dir(syn.work_dir)
-    assert not has_errors(findings), format_findings(findings)
+    """A synthetic /in for ``task`` with ``tar`` installed and the module's settings."""
+    return synthesize_task(
+        work, task, tar, {**SETTINGS, **overrides}, corrupt=corrupt, num_candidates=NUM_CANDIDATES
+    )
 
 
 def mined(syn) -> list:
@@ -84,7 +60,7 @@ def assert_mined(syn) -> list:
 
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
 def test_every_model_mines_entropy(tmp_path_factory, tmp_path: Path, model_name: str) -> None:
-    tar = model_package(tmp_path_factory, model_name)
+    tar = untrained_mmdetection_package(tmp_path_factory, model_name)
     syn = prepare(tmp_path / "work", "mining", tar, corrupt=1, mining_algorithm="entropy")
     assert main(syn.env_file) == 0
     rows = assert_mined(syn)
@@ -93,7 +69,7 @@ def test_every_model_mines_entropy(tmp_path_factory, tmp_path: Path, model_name:
 
 @pytest.mark.parametrize("spec", SPECS, ids=MODEL_NAMES)
 def test_aldd_for_dense_heads_only(tmp_path_factory, tmp_path: Path, spec) -> None:
-    tar = model_package(tmp_path_factory, spec.name)
+    tar = untrained_mmdetection_package(tmp_path_factory, spec.name)
     syn = prepare(tmp_path / "work", "mining", tar, corrupt=1, mining_algorithm="aldd")
     if spec.dense_head:
         assert main(syn.env_file) == 0
@@ -105,14 +81,14 @@ def test_aldd_for_dense_heads_only(tmp_path_factory, tmp_path: Path, spec) -> No
 
 @pytest.mark.parametrize("algorithm", ["random", "cald", "aldd"])
 def test_default_model_mines(tmp_path_factory, tmp_path: Path, algorithm: str) -> None:
-    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
     syn = prepare(tmp_path / "work", "mining", tar, corrupt=1, mining_algorithm=algorithm)
     assert main(syn.env_file) == 0
     assert_mined(syn)
 
 
 def test_random_is_reproducible(tmp_path_factory, tmp_path: Path) -> None:
-    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
     results = []
     for name in ("first", "second"):
         syn = prepare(tmp_path / name, "mining", tar, mining_algorithm="random", random_seed=7)
@@ -122,7 +98,7 @@ def test_random_is_reproducible(tmp_path_factory, tmp_path: Path) -> None:
 
 
 def test_unknown_algorithm_fails_with_300001(tmp_path_factory, tmp_path: Path) -> None:
-    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
     syn = prepare(tmp_path / "work", "mining", tar, mining_algorithm="least_confidence")
     assert main(syn.env_file) == 1
     assert read_monitor_state(Path(syn.env["output"]["monitor_file"])) == (4, 300001)
@@ -132,7 +108,7 @@ def test_unknown_algorithm_fails_with_300001(tmp_path_factory, tmp_path: Path) -
 def test_two_processes_equal_one(
     tmp_path_factory, tmp_path: Path, monkeypatch, algorithm: str
 ) -> None:
-    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
     one = prepare(tmp_path / "one", "mining", tar, corrupt=1, mining_algorithm=algorithm)
     assert main(one.env_file) == 0
     monkeypatch.setenv("YMIR_CPU_PROCESSES", "2")
@@ -151,7 +127,7 @@ def test_two_processes_equal_one(
 def test_mining_and_infer_share_the_forward_passes(
     tmp_path_factory, tmp_path: Path, monkeypatch, algorithm: str
 ) -> None:
-    tar = model_package(tmp_path_factory, DEFAULT_MODEL)
+    tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
     jobs = []
     run_job = inference.run_job
 

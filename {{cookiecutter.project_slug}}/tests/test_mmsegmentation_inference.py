@@ -11,7 +11,6 @@ and the error codes of bad model packages.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +19,17 @@ import torch
 import yaml
 from PIL import Image
 
+from conftest import CORRUPT_JPEG, assert_verified, synthesize_task
 from {{ cookiecutter.package_name }}.__main__ import main
 from {{ cookiecutter.package_name }}.contract.errors import ErrorCode
 from {{ cookiecutter.package_name }}.contract.masks import decode_rle
 from {{ cookiecutter.package_name }}.devkit.chain import read_monitor_state
-from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES, synthesize
-from {{ cookiecutter.package_name }}.devkit.verify import format_findings, has_errors, verify_work_dir
+from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES
 from {{ cookiecutter.package_name }}.frameworks.mmsegmentation import mining, models, package, predictor
 
 OBJECT_TYPE = 3
 SETTINGS = {"batch_size_per_gpu": 3, "num_workers_per_gpu": 1}
 NUM_CANDIDATES = 5
-CORRUPT_JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x13" * 64
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +49,10 @@ def background_tar(tmp_path_factory) -> Path:
 
 
 def prepare(work: Path, task: str, tar: Path, corrupt: int = 0, **overrides):
-    """A synthetic /in for ``task`` with ``tar`` installed; the first ``corrupt`` candidates
-    are made unreadable."""
-    syn = synthesize(work, task, OBJECT_TYPE, model_params=tar, num_candidates=NUM_CANDIDATES)
-    config = yaml.safe_load(syn.config_file.read_text(encoding="utf-8"))
-    config.update(SETTINGS)
-    config.update(overrides)
-    syn.config_file.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    for path in syn.candidates[:corrupt]:
-        Path(os.path.realpath(path)).write_bytes(CORRUPT_JPEG)
-    return syn
-
-
-def assert_verified(syn) -> None:
-    findings = verify_work_dir(syn.work_dir)
-    assert not has_errors(findings), format_findings(findings)
+    """A synthetic /in for ``task`` with ``tar`` installed and the module's settings."""
+    return synthesize_task(
+        work, task, tar, {**SETTINGS, **overrides}, corrupt=corrupt, num_candidates=NUM_CANDIDATES
+    )
 
 
 def annotations(syn) -> dict:

@@ -31,7 +31,7 @@ from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import checkpoint as checkpoints
 from ..openmmlab import distributed, failures, weights
-from ..openmmlab.hooks import NonFiniteLossHook, YmirTrainingHook
+from ..openmmlab.hooks import NonFiniteLossHook, YmirTrainingHook, run_training
 from . import config as configs
 from . import data, models
 
@@ -105,28 +105,7 @@ def run(ctx: Any) -> None:
         },
     }
 
-    def on_stage(event: dict) -> None:
-        ctx.results.add_stage(
-            event["name"],
-            event["files"],
-            event["metrics"],
-            evaluate_config=event.get("evaluate_config"),
-        )
-
-    handlers = {"progress": lambda event: ctx.progress(event["fraction"]), "stage": on_stage}
-    with failures.mapped():
-        distributed.launch(
-            train_job,
-            payload,
-            gpu_ids=ctx.gpu_ids,
-            work_dir=work_dir,
-            handlers=handlers,
-            processes=world_size,
-        )
-    best = ctx.results.best_stage_name
-    if best is None:
-        raise RuntimeError("training ended without any evaluation, so no model was saved")
-    stage = ctx.results.stages[best]
+    best, stage = run_training(ctx, train_job, payload, work_dir=work_dir, processes=world_size)
     main = "maskAP" if ctx.object_type == 4 else "mAP"
     extras = [f"{key} {stage[key]:.4f}" for key in ("mAP_50", "boxAP") if key in stage]
     log.info(

@@ -34,7 +34,7 @@ from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import checkpoint as checkpoints
 from ..openmmlab import distributed, failures, weights
-from ..openmmlab.hooks import NonFiniteLossHook, YmirTrainingHook
+from ..openmmlab.hooks import NonFiniteLossHook, YmirTrainingHook, run_training
 from . import config as configs
 from . import data, models
 
@@ -200,23 +200,7 @@ def run(ctx: Any) -> None:
         },
     }
 
-    def on_stage(event: dict) -> None:
-        ctx.results.add_stage(event["name"], event["files"], event["metrics"])
-
-    handlers = {"progress": lambda event: ctx.progress(event["fraction"]), "stage": on_stage}
-    with failures.mapped():
-        distributed.launch(
-            train_job,
-            payload,
-            gpu_ids=ctx.gpu_ids,
-            work_dir=work_dir,
-            handlers=handlers,
-            processes=world_size,
-        )
-    best = ctx.results.best_stage_name
-    if best is None:
-        raise RuntimeError("training ended without any validation, so no model was saved")
-    stage = ctx.results.stages[best]
+    best, stage = run_training(ctx, train_job, payload, work_dir=work_dir, processes=world_size)
     log.info(
         "training finished: best stage %r with mIoU %.4f, mAcc %.4f",
         best,

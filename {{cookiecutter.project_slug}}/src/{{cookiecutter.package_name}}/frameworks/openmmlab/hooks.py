@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from . import distributed, failures
 from .checkpoint import save_checkpoint
 from .distributed import Channel
 from .failures import NonFiniteLossError
@@ -113,6 +114,48 @@ def _find(metrics: Mapping[str, Any], key: str) -> float | None:
                 return None
             return number if math.isfinite(number) else None
     return None
+
+
+def run_training(
+    ctx: Any,
+    job: Callable[[dict, Channel], None],
+    payload: dict,
+    *,
+    work_dir: Path,
+    processes: int,
+) -> tuple[str, dict]:
+    """Run ``job`` on every rank and receive what rank 0's :class:`YmirTrainingHook` sends.
+
+    In the executor process: progress goes to ``ctx.progress``, stages to
+    ``ctx.results.add_stage`` (result.yaml is rewritten each time), failures become executor
+    errors (:mod:`.failures`). Returns the best stage's name and its metrics.
+
+    Raises:
+        RuntimeError: the run ended without an evaluation, so no stage was written.
+    """
+
+    def on_stage(event: dict) -> None:
+        ctx.results.add_stage(
+            event["name"],
+            event["files"],
+            event["metrics"],
+            evaluate_config=event.get("evaluate_config"),
+        )
+
+    handlers = {"progress": lambda event: ctx.progress(event["fraction"]), "stage": on_stage}
+    with failures.mapped():
+        distributed.launch(
+            job,
+            payload,
+            gpu_ids=ctx.gpu_ids,
+            work_dir=work_dir,
+            handlers=handlers,
+            processes=processes,
+        )
+    best = ctx.results.best_stage_name
+    if best is None:
+        raise RuntimeError("training ended without any evaluation, so no model was saved")
+    return best, ctx.results.stages[best]
 
 
 class YmirTrainingHook(Hook):
