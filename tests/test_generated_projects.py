@@ -5,9 +5,9 @@ mine+infer) passing for the modern and the legacy protocol.
 
 These tests install packages, so they are marked slow; ``-m "not slow"`` skips them.
 
-The reference frameworks' suites train every listed model on the CPU and take tens of minutes;
-they run when ``YMIR_TEST_FRAMEWORKS=1``. They need mmcv 2.1.0, which compiles for about 30
-minutes unless the shared wheelhouse (``../shared/wheelhouse`` beside this repository, or
+The reference frameworks' suites train every listed model on the CPU (about half an hour in
+all, on a second xdist worker beside the rest). They need mmcv 2.1.0, which compiles for about
+30 minutes unless the shared wheelhouse (``../shared/wheelhouse`` beside this repository, or
 ``$MMCV_WHEELHOUSE``) has it.
 """
 
@@ -50,11 +50,10 @@ MMCV_WHEELHOUSE = Path(
     os.environ.get("MMCV_WHEELHOUSE", str(TEMPLATE.parent / "shared" / "wheelhouse"))
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("generated-projects")]
-frameworks_enabled = pytest.mark.skipif(
-    os.environ.get("YMIR_TEST_FRAMEWORKS") != "1",
-    reason="the reference frameworks' CPU suites run with YMIR_TEST_FRAMEWORKS=1",
-)
+pytestmark = pytest.mark.slow
+# The stub and the framework projects install and test on two xdist workers side by side.
+stub_group = pytest.mark.xdist_group("stub-projects")
+framework_group = pytest.mark.xdist_group("framework-projects")
 
 
 def package_of(name: str) -> str:
@@ -150,12 +149,14 @@ def run_chain(python: Path, package: str, work: Path, protocol: str, target: str
         assert "300005" in output
 
 
+@stub_group
 @pytest.mark.parametrize("name", sorted(STUB_BAKES))
 def test_stub_test_suite_passes(stub_projects, name):
     python, projects = stub_projects
     run_suite(python, projects[name])
 
 
+@stub_group
 @pytest.mark.parametrize("protocol", ["1.1.0", "legacy"])
 @pytest.mark.parametrize("name", sorted(STUB_BAKES))
 def test_stub_devkit_chain_passes(stub_projects, tmp_path, name, protocol):
@@ -164,14 +165,14 @@ def test_stub_devkit_chain_passes(stub_projects, tmp_path, name, protocol):
     run_chain(python, package_of(name), tmp_path / "work", protocol, target)
 
 
-@frameworks_enabled
+@framework_group
 @pytest.mark.parametrize("name", sorted(FRAMEWORK_BAKES))
 def test_framework_test_suite_passes(framework_projects, name):
     python, projects = framework_projects
     run_suite(python, projects[name])
 
 
-@frameworks_enabled
+@framework_group
 @pytest.mark.parametrize("protocol", ["1.1.0", "legacy"])
 @pytest.mark.parametrize("name", ["mmdet-det", "mmdet-ins", "mmseg-sem"])
 def test_framework_devkit_chain_passes(framework_projects, tmp_path, name, protocol):

@@ -289,7 +289,7 @@ def test_every_matrix_line_renders_a_dockerfile(cookies):
     """Adding a line to the matrix is a one-place change: it must render like the others."""
     project = bake(cookies, cuda_variants=",".join(MATRIX))
     for variant, line in MATRIX.items():
-        check_dockerfile(project, variant)
+        check_dockerfile(project, variant, "mmdetection")
         if line["cuda"]:
             assert line["cuda"] in line["base_image"]
             assert line["torch"] in line["base_image"]
