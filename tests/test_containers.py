@@ -66,6 +66,21 @@ REGISTRATION_FILES = (
     "infer-template.yaml",
 )
 PACKAGE = "container_exec"
+# The default executor: detection with the reference MMDetection implementation. Its cpu image
+# takes mmcv from the wheelhouse too (OpenMMLab's wheel index is not reachable from here): the
+# shared prebuilt wheel when there is one, else the one scripts/install-cpu-stack.sh compiles.
+FRAMEWORK_PACKAGE = "container_mmdet"
+MMCV_WHEELHOUSE = Path(
+    os.environ.get("MMCV_WHEELHOUSE", str(TEMPLATE.parent / "shared" / "wheelhouse"))
+)
+# Training settings that keep the chain in the container to minutes on a CPU.
+QUICK_PARAMS = [
+    "--param=epochs=1",
+    "--param=val_interval=1",
+    "--param=img_size=64",
+    "--param=batch_size_per_gpu=2",
+    "--param=num_workers_per_gpu=0",
+]
 # The steps of `devkit chain` (protocol 1.1.0) after registration, training and packaging.
 MODEL_STEPS = (
     "infer",
@@ -157,13 +172,30 @@ def project(cookies_session, wheelhouse):
         framework="none",
         cuda_variants="cpu",
     )
-    wheels = path / "wheels"
-    wheels.mkdir()
-    for wheel in wheelhouse.glob("*.whl"):
+    add_wheels(path, wheelhouse.glob("*.whl"))
+    return path
+
+
+def add_wheels(project: Path, wheels) -> None:
+    """Put ``wheels`` into the build context's ./wheels folder (the Dockerfiles' wheelhouse)."""
+    folder = project / "wheels"
+    folder.mkdir(exist_ok=True)
+    for wheel in wheels:
         try:
-            os.link(wheel, wheels / wheel.name)
+            os.link(wheel, folder / wheel.name)
         except OSError:
-            shutil.copy2(wheel, wheels / wheel.name)
+            shutil.copy2(wheel, folder / wheel.name)
+
+
+@pytest.fixture(scope="module")
+def framework_project(cookies_session, wheelhouse):
+    """The executor the defaults generate (MMDetection detection), cpu image only."""
+    path = bake(cookies_session, executor_name="Container MMDet", cuda_variants="cpu")
+    assert (path / "src" / FRAMEWORK_PACKAGE / "frameworks" / "mmdetection").is_dir()
+    mmcv = sorted(MMCV_WHEELHOUSE.glob("mmcv-2.1.0-*.whl")) if MMCV_WHEELHOUSE.is_dir() else []
+    if not mmcv:
+        pytest.skip(f"no mmcv 2.1.0 wheel for torch {TORCH_VERSION} in {MMCV_WHEELHOUSE}")
+    add_wheels(path, [*wheelhouse.glob("*.whl"), *mmcv])
     return path
 
 
@@ -247,11 +279,12 @@ def image(engine, base_image, project, tmp_path_factory):
 
 
 class Devkit:
-    """``python -m container_exec.devkit`` of the baked project, with the engine's DOCKER_HOST."""
+    """``python -m <package>.devkit`` of a baked project, with the engine's DOCKER_HOST."""
 
-    def __init__(self, python: Path, project: Path, engine: Engine):
+    def __init__(self, python: Path, project: Path, engine: Engine, package: str = PACKAGE):
         self.python = str(python)
         self.engine = engine
+        self.package = package
         self.env = {
             "PATH": os.environ.get("PATH", os.defpath),
             "LANG": "C.UTF-8",
@@ -260,7 +293,7 @@ class Devkit:
         }
 
     def __call__(self, *args: str, check: bool = True, timeout: int = 900):
-        command = [self.python, "-m", f"{PACKAGE}.devkit", *args]
+        command = [self.python, "-m", f"{self.package}.devkit", *args]
         if check:
             return run(command, timeout=timeout, env=self.env)
         return subprocess.run(
@@ -415,6 +448,53 @@ def test_packaged_model_in_container(chain, step):
     steps = parse_chain(output)
     assert step in steps, output[-6000:]
     assert steps[step].startswith("PASS"), output[-6000:]
+
+
+@container
+@docker_group
+def test_default_executor_image_trains_infers_and_mines(
+    engine, base_image, framework_project, devkit, work_base
+):
+    """The image of the default bake, built as generated (mmcv from the wheelhouse, no baked
+    weights: nothing is downloaded), goes through the whole devkit chain in the container."""
+    tag = f"ymir-template-test/container-mmdet:cpu-{uuid.uuid4().hex[:8]}"
+    engine.docker(
+        "build",
+        *build_args(base_image),
+        "--build-arg",
+        "MMCV_INDEX_URL=",
+        "--build-arg",
+        "BAKE_WEIGHTS=0",
+        "-f",
+        "docker/cpu.Dockerfile",
+        "-t",
+        tag,
+        ".",
+        timeout=2400,
+        cwd=framework_project,
+    )
+    try:
+        mmdet_devkit = Devkit(devkit.python, framework_project, engine, FRAMEWORK_PACKAGE)
+        completed = mmdet_devkit(
+            "chain",
+            "--work",
+            str(work_base / "mmdet-chain"),
+            "--image",
+            tag,
+            *mmdet_devkit.container_options(),
+            *QUICK_PARAMS,
+            "--timeout",
+            "900",
+            check=False,
+            timeout=2400,
+        )
+        output = completed.stdout + completed.stderr
+        assert completed.returncode == 0, output[-6000:]
+        steps = parse_chain(output)
+        for step in ("registration", "training", "package", *MODEL_STEPS):
+            assert steps.get(step, "").startswith("PASS"), output[-6000:]
+    finally:
+        engine.docker("image", "rm", "--force", tag, check=False)
 
 
 @container
