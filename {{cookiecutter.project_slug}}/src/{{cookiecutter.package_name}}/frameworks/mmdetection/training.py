@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-import copy
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -166,7 +166,7 @@ def prepare_weights(ctx: Any, spec: models.ModelSpec, cfg: Any, source: Path, or
     fitted = weights.fit_weights(
         checkpoint["state_dict"],
         cfg.model,
-        build=_build_model,
+        build=functools.partial(weights.build_cpu_model, "mmdet"),
         same_classes=same_classes,
         same_class_count=old_names is not None and len(old_names) == len(ctx.class_names),
         set_num_classes=configs.set_num_classes,
@@ -184,25 +184,3 @@ def prepare_weights(ctx: Any, spec: models.ModelSpec, cfg: Any, source: Path, or
     meta = dict(checkpoint["meta"], class_names=list(ctx.class_names), source=str(source))
     checkpoints.save_checkpoint(target, fitted.kept, meta)
     return target
-
-
-def _build_model(model_cfg: Any) -> Any:
-    """The model a config builds, on the CPU with random weights (to read its shapes)."""
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.registry import DefaultScope
-
-    register_all_modules(init_default_scope=False)
-    model_cfg = copy.deepcopy(model_cfg)
-    # A plain BN builds anywhere; shapes are the same as SyncBN's.
-    configs.walk(
-        model_cfg,
-        lambda node, _path: (
-            node.update(type="BN")
-            if node.get("type") in ("SyncBN", "MMSyncBN", "NaiveSyncBN")
-            else None
-        ),
-    )
-    # Nested parts (the data preprocessor) are looked up in the default scope's registries.
-    with DefaultScope.overwrite_default_scope("mmdet"):
-        return MODELS.build(model_cfg)

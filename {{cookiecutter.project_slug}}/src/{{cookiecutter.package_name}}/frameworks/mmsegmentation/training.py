@@ -23,7 +23,7 @@
 
 from __future__ import annotations
 
-import copy
+import functools
 import logging
 import warnings
 from dataclasses import dataclass
@@ -277,7 +277,7 @@ def prepare_weights(
     fitted = weights.fit_weights(
         checkpoint["state_dict"],
         cfg.model,
-        build=_build_model,
+        build=functools.partial(weights.build_cpu_model, "mmseg"),
         same_classes=same_classes,
         same_class_count=old_classes is not None and len(old_classes) == labels.num_classes,
         set_num_classes=lambda model_cfg, count: configs.set_key(model_cfg, "num_classes", count),
@@ -304,14 +304,3 @@ def _model_classes(checkpoint: Mapping) -> list[str] | None:
     if isinstance(dataset_meta, Mapping) and dataset_meta.get("classes"):
         return [str(name) for name in dataset_meta["classes"]]
     return checkpoints.class_names(checkpoint)
-
-
-def _build_model(model_cfg: Any) -> Any:
-    """The model a config builds, on the CPU with random weights (to read its shapes)."""
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-
-    register_all_modules(init_default_scope=False)
-    model_cfg = copy.deepcopy(model_cfg)
-    configs.replace_sync_bn(model_cfg)  # a plain BN builds anywhere; same shapes
-    return MODELS.build(model_cfg)

@@ -213,7 +213,7 @@ def fit_weights(
 ) -> FittedWeights:
     """Keep the tensors of ``state_dict`` that fit the model ``model_cfg`` builds.
 
-    ``build`` turns a model config into a module (on the CPU, random init). When the classes
+    ``build`` turns a model config into a module (:func:`build_cpu_model`). When the classes
     differ but their number is the same, shapes match while meanings do not: the class-dependent
     tensors are found by building the model with one class more (``set_num_classes``) and are
     dropped too.
@@ -230,6 +230,35 @@ def fit_weights(
         changing = {key for key, shape in _shapes(build(other)).items() if shapes.get(key) != shape}
         kept = {key: value for key, value in kept.items() if key not in changing}
     return FittedWeights(kept, sorted(key for key in shapes if key not in kept))
+
+
+def build_cpu_model(scope: str, model_cfg: Any) -> Any:
+    """The model ``model_cfg`` builds with the registries of ``scope`` (mmdet, mmseg), on the
+    CPU with random weights: to read its tensor shapes.
+
+    Nested parts (the data preprocessor) are looked up in the default scope's registries, so
+    the build runs inside ``scope`` whatever the caller's scope is. SyncBN becomes BN, which
+    builds without a process group and has the same tensors.
+    """
+    from mmengine.registry import DefaultScope
+
+    registry = importlib.import_module(f"{scope}.registry").MODELS
+    importlib.import_module(f"{scope}.utils").register_all_modules(init_default_scope=False)
+    model_cfg = copy.deepcopy(model_cfg)
+    _replace_sync_bn(model_cfg)
+    with DefaultScope.overwrite_default_scope(scope):
+        return registry.build(model_cfg)
+
+
+def _replace_sync_bn(node: Any) -> None:
+    if isinstance(node, dict):
+        if node.get("type") in ("SyncBN", "MMSyncBN", "NaiveSyncBN"):
+            node["type"] = "BN"
+        for child in node.values():
+            _replace_sync_bn(child)
+    elif isinstance(node, (list, tuple)):
+        for child in node:
+            _replace_sync_bn(child)
 
 
 def _shapes(model: Any) -> dict[str, tuple]:
