@@ -5,8 +5,9 @@ mine+infer) passing for the modern and the legacy protocol.
 
 These tests install packages, so they are marked slow; ``-m "not slow"`` skips them.
 
-The reference frameworks' suites train every listed model on the CPU (about half an hour in
-all, on a second xdist worker beside the rest). They need mmcv 2.1.0, which compiles for about
+The reference frameworks' suites train every listed model on the CPU (about half an hour of
+CPU in all; each bake is one xdist group with a venv of its own, so they spread over the
+workers). They need mmcv 2.1.0, which compiles for about
 30 minutes unless the shared wheelhouse (``../shared/wheelhouse`` beside this repository, or
 ``$MMCV_WHEELHOUSE``) has it.
 """
@@ -51,9 +52,8 @@ MMCV_WHEELHOUSE = Path(
 )
 
 pytestmark = pytest.mark.slow
-# The stub and the framework projects install and test on two xdist workers side by side.
+# The stub projects share one venv, so their tests form one xdist group.
 stub_group = pytest.mark.xdist_group("stub-projects")
-framework_group = pytest.mark.xdist_group("framework-projects")
 
 
 def package_of(name: str) -> str:
@@ -91,14 +91,42 @@ def stub_projects(cookies_session, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def framework_projects(cookies_session, tmp_path_factory):
-    """The framework bakes, each installed by its own scripts/install-cpu-stack.sh."""
-    projects = bake_all(cookies_session, FRAMEWORK_BAKES, "auto")
-    python = new_venv(tmp_path_factory)
-    environment = {**clean_env(), "PYTHON": str(python), "MMCV_WHEELHOUSE": str(MMCV_WHEELHOUSE)}
-    for project in projects.values():
+def framework_installs() -> dict:
+    """The framework bakes installed so far on this xdist worker: name -> (python, project)."""
+    return {}
+
+
+@pytest.fixture
+def framework_project(request, framework_installs, cookies_session, tmp_path_factory):
+    """``(name, python, project)``: the framework bake the test names, baked and installed
+    into a fresh venv by its own scripts/install-cpu-stack.sh on first use."""
+    name = request.param
+    if name not in framework_installs:
+        project = bake(
+            cookies_session,
+            executor_name=f"Gen {name}",
+            cuda_variants="cpu",
+            framework="auto",
+            **FRAMEWORK_BAKES[name],
+        )
+        python = new_venv(tmp_path_factory)
+        environment = {
+            **clean_env(),
+            "PYTHON": str(python),
+            "MMCV_WHEELHOUSE": str(MMCV_WHEELHOUSE),
+        }
         run(["bash", "scripts/install-cpu-stack.sh"], cwd=project, timeout=3600, env=environment)
-    return python, projects
+        framework_installs[name] = (python, project)
+    return (name, *framework_installs[name])
+
+
+def framework_bakes(*names: str) -> list:
+    """Test parameters for the bakes: each bake's tests form one xdist group, so the bakes
+    install and run on the workers side by side while one bake is installed only once."""
+    return [
+        pytest.param(name, marks=pytest.mark.xdist_group(f"framework-{name}"))
+        for name in names or sorted(FRAMEWORK_BAKES)
+    ]
 
 
 def clean_env():
@@ -165,17 +193,17 @@ def test_stub_devkit_chain_passes(stub_projects, tmp_path, name, protocol):
     run_chain(python, package_of(name), tmp_path / "work", protocol, target)
 
 
-@framework_group
-@pytest.mark.parametrize("name", sorted(FRAMEWORK_BAKES))
-def test_framework_test_suite_passes(framework_projects, name):
-    python, projects = framework_projects
-    run_suite(python, projects[name])
+@pytest.mark.parametrize("framework_project", framework_bakes(), indirect=True)
+def test_framework_test_suite_passes(framework_project):
+    _name, python, project = framework_project
+    run_suite(python, project)
 
 
-@framework_group
 @pytest.mark.parametrize("protocol", ["1.1.0", "legacy"])
-@pytest.mark.parametrize("name", ["mmdet-det", "mmdet-ins", "mmseg-sem"])
-def test_framework_devkit_chain_passes(framework_projects, tmp_path, name, protocol):
-    python, _projects = framework_projects
+@pytest.mark.parametrize(
+    "framework_project", framework_bakes("mmdet-det", "mmdet-ins", "mmseg-sem"), indirect=True
+)
+def test_framework_devkit_chain_passes(framework_project, tmp_path, protocol):
+    name, python, _project = framework_project
     target = FRAMEWORK_BAKES[name]["target"]
     run_chain(python, package_of(name), tmp_path / "work", protocol, target)

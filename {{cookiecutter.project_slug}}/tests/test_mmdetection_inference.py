@@ -146,6 +146,7 @@ def installed_package(factory, tmp_path: Path, model_name: str):
     return load_model_package(tmp_path / "models", paths)
 
 
+@requires("infer")
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
 def test_fp16_keeps_nms_in_float32(
     tmp_path_factory, tmp_path: Path, monkeypatch, model_name: str

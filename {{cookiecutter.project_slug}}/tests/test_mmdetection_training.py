@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import OBJECT_TYPE
+from conftest import OBJECT_TYPE, requires
 from {{ cookiecutter.package_name }}.__main__ import main
 from {{ cookiecutter.package_name }}.contract.models import pack_model
 from {{ cookiecutter.package_name }}.devkit.run import run as devkit_run
@@ -28,6 +28,7 @@ from {{ cookiecutter.package_name }}.frameworks.mmdetection import config as con
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import models
 from {{ cookiecutter.package_name }}.frameworks.openmmlab import checkpoint, distributed, weights
 
+pytestmark = requires("training")
 MODELS = [spec.name for spec in models.models_for(OBJECT_TYPE)]
 DEFAULT_MODEL = models.default_model(OBJECT_TYPE).name
 MAIN_METRIC = "maskAP" if OBJECT_TYPE == 4 else "mAP"

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import requires
 from {{ cookiecutter.package_name }}.__main__ import main
 from {{ cookiecutter.package_name }}.contract.dataset import Annotation, read_split
 from {{ cookiecutter.package_name }}.contract.errors import ErrorCode
@@ -28,6 +29,7 @@ from {{ cookiecutter.package_name }}.evaluation import evaluate_semantic
 from {{ cookiecutter.package_name }}.frameworks.mmsegmentation import models, package, predictor
 from {{ cookiecutter.package_name }}.frameworks.openmmlab.checkpoint import load_checkpoint
 
+pytestmark = requires("training")
 OBJECT_TYPE = 3
 MODEL_NAMES = sorted(models.MODELS)
 # Tiny and short: the CPU trains each model in seconds.

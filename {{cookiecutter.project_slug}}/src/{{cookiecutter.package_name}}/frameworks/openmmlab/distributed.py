@@ -391,6 +391,9 @@ def _worker(job_file: str) -> int:
         module_name, _, name = job["entry"].partition(":")
         fn = getattr(importlib.import_module(module_name), name)
         fn(job["payload"], channel)
+        # Every rank ends together: a rank that tears down its process group while another one
+        # still works (rank 0 writing a stage) can make gloo abort the process on exit.
+        dist.barrier()
         return 0
     except BaseException as error:
         traceback.print_exc()
