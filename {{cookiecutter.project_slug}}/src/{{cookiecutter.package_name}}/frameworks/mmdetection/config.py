@@ -42,6 +42,7 @@ from mmengine.config import Config, ConfigDict
 
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import options
+from ..openmmlab.weights import replace_sync_bn
 from .models import ModelSpec, default_model
 
 log = logging.getLogger(__name__)
@@ -643,12 +644,7 @@ def _set_visualizer(cfg: Config, tensorboard_dir: Path) -> None:
 
 def _set_devices(cfg: Config, inputs: TrainingInputs) -> None:
     if not inputs.use_cuda:
-        # torch's SyncBatchNorm runs on GPUs only.
-        def visit(node: dict, _path: str) -> None:
-            if node.get("type") in ("SyncBN", "MMSyncBN", "NaiveSyncBN"):
-                node["type"] = "BN"
-
-        walk(cfg.model, visit)
+        replace_sync_bn(cfg.model)  # torch's SyncBatchNorm runs on GPUs only
         if _accepts(cfg.model.get("type"), "use_syncbn"):
             # RTMDet converts its own BNs to SyncBN whenever several processes run.
             cfg.model["use_syncbn"] = False

@@ -37,6 +37,7 @@ from typing import Any
 from mmengine.config import Config, ConfigDict
 
 from ..openmmlab.options import apply_cfg_options
+from ..openmmlab.weights import replace_sync_bn
 from .data import IGNORE_INDEX, LabelSet, PreparedData
 from .models import ModelSpec, config_file
 
@@ -322,18 +323,6 @@ def _strip_remote_weights(node: Any) -> None:
     elif isinstance(node, (list, tuple)):
         for child in node:
             _strip_remote_weights(child)
-
-
-def replace_sync_bn(node: Any) -> None:
-    """SyncBN -> BN (same parameters and buffers, so checkpoints load either way)."""
-    if isinstance(node, dict):
-        if node.get("type") == "SyncBN":
-            node["type"] = "BN"
-        for child in node.values():
-            replace_sync_bn(child)
-    elif isinstance(node, (list, tuple)):
-        for child in node:
-            replace_sync_bn(child)
 
 
 def _scaled_schedulers(schedulers: Any, original_iters: int, max_iters: int) -> list[dict]:

@@ -245,20 +245,22 @@ def build_cpu_model(scope: str, model_cfg: Any) -> Any:
     registry = importlib.import_module(f"{scope}.registry").MODELS
     importlib.import_module(f"{scope}.utils").register_all_modules(init_default_scope=False)
     model_cfg = copy.deepcopy(model_cfg)
-    _replace_sync_bn(model_cfg)
+    replace_sync_bn(model_cfg)
     with DefaultScope.overwrite_default_scope(scope):
         return registry.build(model_cfg)
 
 
-def _replace_sync_bn(node: Any) -> None:
+def replace_sync_bn(node: Any) -> None:
+    """SyncBN (every flavour) -> BN in a config tree: the same parameters and buffers, so
+    checkpoints load either way, and BN builds and runs without a process group or a GPU."""
     if isinstance(node, dict):
         if node.get("type") in ("SyncBN", "MMSyncBN", "NaiveSyncBN"):
             node["type"] = "BN"
         for child in node.values():
-            _replace_sync_bn(child)
+            replace_sync_bn(child)
     elif isinstance(node, (list, tuple)):
         for child in node:
-            _replace_sync_bn(child)
+            replace_sync_bn(child)
 
 
 def _shapes(model: Any) -> dict[str, tuple]:
