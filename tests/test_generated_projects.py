@@ -5,11 +5,10 @@ mine+infer) passing for the modern and the legacy protocol.
 
 These tests install packages, so they are marked slow; ``-m "not slow"`` skips them.
 
-The reference frameworks' suites train every listed model on the CPU (about half an hour of
-CPU in all; each bake is one xdist group with a venv of its own, so they spread over the
-workers). They need mmcv 2.1.0, which compiles for about
-30 minutes unless the shared wheelhouse (``../shared/wheelhouse`` beside this repository, or
-``$MMCV_WHEELHOUSE``) has it.
+The reference frameworks' suites train every listed model on the CPU (about half an hour in
+all, on one xdist worker beside the rest; each bake gets a venv of its own). They need mmcv
+2.1.0, which compiles for about 30 minutes unless the shared wheelhouse
+(``../shared/wheelhouse`` beside this repository, or ``$MMCV_WHEELHOUSE``) has it.
 """
 
 from __future__ import annotations
@@ -121,10 +120,11 @@ def framework_project(request, framework_installs, cookies_session, tmp_path_fac
 
 
 def framework_bakes(*names: str) -> list:
-    """Test parameters for the bakes: each bake's tests form one xdist group, so the bakes
-    install and run on the workers side by side while one bake is installed only once."""
+    """Test parameters for the bakes. They all form one xdist group: two framework suites side
+    by side on two cores oversubscribe torch's threads and ran three times slower than one
+    after the other (measured), so they run on one worker while the other does the rest."""
     return [
-        pytest.param(name, marks=pytest.mark.xdist_group(f"framework-{name}"))
+        pytest.param(name, marks=pytest.mark.xdist_group("framework-projects"))
         for name in names or sorted(FRAMEWORK_BAKES)
     ]
 
