@@ -169,11 +169,6 @@ def config_file(spec: ModelSpec) -> Path:
     return weights.shipped_config("mmdet", spec)
 
 
-def baked_weights(spec: ModelSpec) -> Path | None:
-    """The COCO weights of ``spec`` baked into the image, or None."""
-    return weights.baked_weights(spec)
-
-
 def download(dest: str | Path, names: Sequence[str] | None = None) -> list[Path]:
     """Download the weights of ``names`` (default: every model) into ``dest`` (image build)."""
     return weights.download([get_model(name) for name in names or list(MODELS)], dest)

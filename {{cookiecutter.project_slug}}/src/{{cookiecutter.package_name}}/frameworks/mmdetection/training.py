@@ -31,7 +31,7 @@ from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import checkpoint as checkpoints
 from ..openmmlab import distributed, failures, weights
-from ..openmmlab.hooks import NonFiniteLossHook, YmirTrainingHook, run_training
+from ..openmmlab.hooks import run_training, train_rank
 from . import config as configs
 from . import data, models
 
@@ -119,30 +119,20 @@ def run(ctx: Any) -> None:
 
 def train_job(payload: dict, channel: distributed.Channel) -> None:
     """One rank of the training run (in the executor process, or a torchrun worker)."""
-    from mmengine.config import Config
-    from mmengine.runner import Runner
-
     # Deprecation notices of torch APIs inside mmdet / mmcv say nothing to a YMIR user.
     for message in (r".*torch\.cuda\.amp\.", r".*torch\.meshgrid.*indexing"):
         warnings.filterwarnings("ignore", message=message)
-    cfg = Config.fromfile(payload["config"])
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(NonFiniteLossHook())
-    if distributed.is_main():
-        runner.register_hook(
-            YmirTrainingHook(
-                channel,
-                models_dir=payload["models_dir"],
-                object_type=payload["object_type"],
-                meta=payload["meta"],
-                config_text=payload["stage_config"],
-                evaluate_config=payload["evaluate_config"],
-                legacy=payload["legacy"],
-                progress_range=payload["progress_range"],
-            )
-        )
-    with checkpoints.trusted_load():
-        runner.train()
+    train_rank(
+        payload["config"],
+        channel,
+        models_dir=payload["models_dir"],
+        object_type=payload["object_type"],
+        meta=payload["meta"],
+        config_text=payload["stage_config"],
+        evaluate_config=payload["evaluate_config"],
+        legacy=payload["legacy"],
+        progress_range=payload["progress_range"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import checkpoint as checkpoints
 from ..openmmlab import distributed, failures, weights
-from ..openmmlab.hooks import NonFiniteLossHook, YmirTrainingHook, run_training
+from ..openmmlab.hooks import run_training, train_rank
 from . import config as configs
 from . import data, models
 
@@ -222,32 +222,22 @@ def stage_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def train_job(payload: dict, channel: distributed.Channel) -> None:
     """One rank of the training run (in the executor process, or a torchrun worker)."""
-    from mmengine.config import Config
-    from mmengine.runner import Runner
-
     # The registrations the config names: this module imports them, also in a fresh worker.
     from . import metric  # noqa: F401
 
     # Deprecation notices of torch / mmseg APIs say nothing to a YMIR user.
     for message in (r".*torch\.cuda\.amp\.", r".*build_loss.*deprecated", r".*avg_non_ignore"):
         warnings.filterwarnings("ignore", message=message)
-    cfg = Config.fromfile(payload["config"])
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(NonFiniteLossHook())
-    if distributed.is_main():
-        runner.register_hook(
-            YmirTrainingHook(
-                channel,
-                models_dir=payload["models_dir"],
-                object_type=SEMANTIC_SEGMENTATION,
-                meta=payload["meta"],
-                config_text=payload["stage_config"],
-                progress_range=payload["progress_range"],
-                metrics=stage_metrics,
-            )
-        )
-    with checkpoints.trusted_load():
-        runner.train()
+    train_rank(
+        payload["config"],
+        channel,
+        models_dir=payload["models_dir"],
+        object_type=SEMANTIC_SEGMENTATION,
+        meta=payload["meta"],
+        config_text=payload["stage_config"],
+        progress_range=payload["progress_range"],
+        metrics=stage_metrics,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from . import distributed, failures
-from .checkpoint import save_checkpoint
+from .checkpoint import save_checkpoint, trusted_load
 from .distributed import Channel
 from .failures import NonFiniteLossError
 from .weights import CONFIG_FILE, WEIGHTS_FILE
@@ -156,6 +156,21 @@ def run_training(
     if best is None:
         raise RuntimeError("training ended without any evaluation, so no model was saved")
     return best, ctx.results.stages[best]
+
+
+def train_rank(config_file: str, channel: Channel, **hook_options: Any) -> None:
+    """One rank's training: the runner of the dumped config, the NaN check on every rank and
+    :class:`YmirTrainingHook` (built with ``hook_options``) on rank 0, checkpoints the
+    executor trusts loadable (``load_from``)."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    runner = Runner.from_cfg(Config.fromfile(config_file))
+    runner.register_hook(NonFiniteLossHook())
+    if distributed.is_main():
+        runner.register_hook(YmirTrainingHook(channel, **hook_options))
+    with trusted_load():
+        runner.train()
 
 
 class YmirTrainingHook(Hook):
