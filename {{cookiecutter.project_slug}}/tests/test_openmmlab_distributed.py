@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,37 @@ def test_a_failing_rank_fails_the_launch_with_its_code(tmp_path: Path) -> None:
         distributed.launch(
             distributed.probe_job,
             {"items": 4, "fail_rank": 0, "error": "plain bug"},
+            gpu_ids=[],
+            work_dir=tmp_path,
+            handlers={},
+            processes=2,
+        )
+
+
+@pytest.mark.slow
+def test_a_crash_after_the_job_finished_on_every_rank_loses_nothing(tmp_path: Path, caplog) -> None:
+    events: list = []
+    with caplog.at_level(logging.WARNING):
+        distributed.launch(
+            distributed.probe_job,
+            {"items": 5, "abort_rank": 1, "abort_when": "exit"},
+            gpu_ids=[],
+            work_dir=tmp_path,
+            handlers=collect(events),
+            processes=2,
+        )
+    probe = [event for event in events if isinstance(event, dict)]
+    assert probe == [{"world_size": 2, "shards": [[0, 2, 4], [1, 3]]}]
+    assert "one failed while shutting down" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_rank_killed_during_the_job_fails_the_launch(tmp_path: Path) -> None:
+    # Rank 0 either sees its peer's connection reset or is stopped with it: a failure either way.
+    with pytest.raises(RuntimeError, match="failed"):
+        distributed.launch(
+            distributed.probe_job,
+            {"items": 5, "abort_rank": 1, "abort_when": "job"},
             gpu_ids=[],
             work_dir=tmp_path,
             handlers={},

@@ -13,6 +13,11 @@ and ``monitor.txt``. Between processes the channel is a JSON-lines file under th
 read by the executor while the workers run; a failure on any rank is sent as an ``error``
 event with its executor code (see :mod:`.failures`) and raised again in the executor.
 
+Every rank sends a ``finished`` event once the job is done on all ranks (after a final
+barrier, so rank 0's last events are already in the file). A process that then dies while
+shutting down (gloo's threads can abort an exiting interpreter) has lost nothing: the launch
+logs it and succeeds. A rank that dies before that point fails the launch.
+
 Inside a job: :func:`rank`, :func:`world_size`, :func:`is_main`, :func:`shard` (a rank's share
 of a list, every item exactly once over all ranks) and :func:`gather` (everyone's results on
 rank 0) work the same with one process or many.
@@ -20,7 +25,9 @@ rank 0) work the same with one process or many.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import faulthandler
 import importlib
 import json
 import logging
@@ -42,6 +49,9 @@ log = logging.getLogger(__name__)
 CPU_PROCESSES_VARIABLE = "YMIR_CPU_PROCESSES"
 # How often the executor reads the workers' events, in seconds.
 POLL_SECONDS = 0.5
+
+# Events every rank sends (the others come from rank 0 only).
+RANK_EVENTS = ("error", "finished")
 
 Handlers = Dict[str, Callable[[Dict[str, Any]], None]]
 T = TypeVar("T")
@@ -71,14 +81,15 @@ class LocalChannel(Channel):
 
 
 class FileChannel(Channel):
-    """Appends one JSON line per event to the events file; only rank 0 sends, except errors."""
+    """Appends one JSON line per event to the events file; only rank 0 sends, except errors
+    and the end of the job, which every rank reports."""
 
     def __init__(self, path: Path, rank: int) -> None:
         self.path = path
         self.rank = rank
 
     def send(self, kind: str, **data: Any) -> None:
-        if self.rank == 0 or kind == "error":
+        if self.rank == 0 or kind in RANK_EVENTS:
             self._write({"kind": kind, "rank": self.rank, **data})
 
     def _write(self, event: dict) -> None:
@@ -213,6 +224,14 @@ def _run_torchrun(
         for path in (job_file,):
             with contextlib.suppress(OSError):
                 path.unlink()
+    if returncode != 0 and reader.error is None and len(reader.finished) == count:
+        log.warning(
+            "all %d processes finished the job, but one failed while shutting down (torchrun "
+            "exit status %d); the results are complete",
+            count,
+            returncode,
+        )
+        returncode = 0
     if returncode != 0:
         if reader.error is not None:
             code, message = reader.error
@@ -220,7 +239,7 @@ def _run_torchrun(
                 raise ExecutorError(ErrorCode(code), message)
             raise RuntimeError(message)
         raise RuntimeError(
-            f"the training processes failed (torchrun exit status {returncode}); "
+            f"the job's processes failed (torchrun exit status {returncode}); "
             "see the log above for the reason"
         )
     with contextlib.suppress(OSError):
@@ -272,6 +291,7 @@ class _EventReader:
         self.handlers = handlers
         self.offset = 0
         self.error: tuple[int | None, str] | None = None
+        self.finished: set[int] = set()  # the ranks that sent "finished"
 
     def poll(self) -> None:
         with open(self.path, "rb") as stream:
@@ -286,7 +306,10 @@ class _EventReader:
                 continue
             event = json.loads(raw.decode("utf-8"))
             kind = event.pop("kind")
-            event.pop("rank", None)
+            rank_ = event.pop("rank", None)
+            if kind == "finished":
+                self.finished.add(int(rank_))
+                continue
             if kind == "error":
                 if self.error is None:  # the first failure is the cause, the rest follow it
                     self.error = (event.get("code"), str(event.get("message")))
@@ -360,10 +383,18 @@ def probe_job(payload: dict, channel: Channel) -> None:
     Every rank takes its :func:`shard` of ``range(payload["items"])``; rank 0 sends a
     ``probe`` event with the world size and everyone's shard (via :func:`gather`). With
     ``payload["fail_rank"]`` that rank raises ``payload["error"]`` (a message) instead, which
-    shows how failures travel. Used by the tests; also a quick check of a multi-GPU setup.
+    shows how failures travel; with ``payload["abort_rank"]`` that rank's process is killed by
+    SIGABRT, during the job (``payload["abort_when"] == "job"``) or while the interpreter shuts
+    down after it (``"exit"``, what a crashing teardown looks like). Used by the tests; also a
+    quick check of a multi-GPU setup.
     """
     if payload.get("fail_rank") == rank():
         raise RuntimeError(str(payload.get("error") or "probe failure"))
+    if payload.get("abort_rank") == rank():
+        if payload.get("abort_when") == "exit":
+            atexit.register(os.abort)
+        else:
+            os.abort()
     mine = shard(list(range(int(payload.get("items", 0)))))
     everyone = gather(mine)
     channel.progress(1.0)
@@ -375,6 +406,9 @@ def _worker(job_file: str) -> int:
     """A torchrun worker: set up the process group, run the job, report a failure."""
     job = json.loads(Path(job_file).read_text(encoding="utf-8"))
     rank_ = int(os.environ.get("RANK", 0))
+    # A rank killed by a signal (an abort inside gloo or a CUDA library) prints its Python
+    # stacks to the log instead of dying silently.
+    faulthandler.enable()
     logging.basicConfig(
         level=logging.INFO if rank_ == 0 else logging.WARNING,
         format=f"%(asctime)s %(levelname)s [rank {rank_}] %(name)s: %(message)s",
@@ -394,6 +428,7 @@ def _worker(job_file: str) -> int:
         # Every rank ends together: a rank that tears down its process group while another one
         # still works (rank 0 writing a stage) can make gloo abort the process on exit.
         dist.barrier()
+        channel.send("finished")
         return 0
     except BaseException as error:
         traceback.print_exc()
