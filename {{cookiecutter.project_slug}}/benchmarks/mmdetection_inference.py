@@ -40,7 +40,8 @@ from PIL import Image, ImageDraw
 from {{ cookiecutter.package_name }}.contract.models import load_model_package, unpack_model
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
-from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, models
+from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, models, package
+from {{ cookiecutter.package_name }}.frameworks.openmmlab import distributed
 
 CLASS_NAMES = ["rect", "ellipse", "triangle"]
 
@@ -159,7 +160,7 @@ def per_image_pipeline(detector):
 
 
 def measure(args, spec, object_type: int, work: Path, paths: list) -> dict:
-    tar = inference.untrained_package(
+    tar = package.untrained_package(
         work / f"{spec.name}.tar",
         spec.name,
         spec.object_type,
@@ -168,9 +169,9 @@ def measure(args, spec, object_type: int, work: Path, paths: list) -> dict:
         noise=0.02,
     )
     files = unpack_model(tar, None, work / f"{spec.name}-models")
-    package = load_model_package(work / f"{spec.name}-models", files)
+    installed = load_model_package(work / f"{spec.name}-models", files)
     detector = inference.load_detector(
-        package,
+        installed,
         spec.object_type,
         CLASS_NAMES,
         args.device,
@@ -240,10 +241,12 @@ def main(argv=None) -> int:
         hardware = (
             f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
         )
+    workers = distributed.loader_workers(args.workers, args.device.startswith("cuda"))
     print(
         f"device {args.device} ({hardware}); torch {torch.__version__}; {args.images} images "
         f"{args.image_width}x{args.image_height}, img_size {args.img_size}, batch "
-        f"{args.batch_size}, {args.workers} workers, fp16 {args.fp16}, {args.clock} clock, "
+        f"{args.batch_size}, {args.workers} workers asked for ({workers} run), fp16 {args.fp16}, "
+        f"{args.clock} clock, "
         f"median of {args.rounds} interleaved rounds"
     )
     header = (

@@ -64,10 +64,10 @@ def stub_model_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("model")
     tar = root / "model.tar"
     if FRAMEWORK == "mmdetection":
-        from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, models
+        from {{ cookiecutter.package_name }}.frameworks.mmdetection import models, package
 
         name = models.default_model(OBJECT_TYPE).name
-        inference.untrained_package(tar, name, OBJECT_TYPE, CLASS_NAMES, img_size=64)
+        package.untrained_package(tar, name, OBJECT_TYPE, CLASS_NAMES, img_size=64)
     elif FRAMEWORK == "mmsegmentation":
         from {{ cookiecutter.package_name }}.frameworks.mmsegmentation import models, package
 
@@ -107,11 +107,11 @@ def untrained_mmdetection_package(
 
     The head's weights get some noise, so even an untrained model predicts boxes to check.
     """
-    from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference
+    from {{ cookiecutter.package_name }}.frameworks.mmdetection import package
 
     folder = factory.getbasetemp() / "mmdetection-packages"
     tar = folder / f"{name}-{object_type}.tar"
     if not tar.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        inference.untrained_package(tar, name, object_type, CLASS_NAMES, img_size=64, noise=0.02)
+        package.untrained_package(tar, name, object_type, CLASS_NAMES, img_size=64, noise=0.02)
     return tar

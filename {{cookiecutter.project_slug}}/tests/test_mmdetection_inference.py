@@ -19,13 +19,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_verified, requires, synthesize_task, untrained_mmdetection_package
+from conftest import (
+    CORRUPT_JPEG,
+    assert_verified,
+    requires,
+    synthesize_task,
+    untrained_mmdetection_package,
+)
 from {{ cookiecutter.package_name }}.__main__ import main
 from {{ cookiecutter.package_name }}.contract.models import load_model_package, unpack_model
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.chain import chain, read_monitor_state
 from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES, default_img_man, synthesize
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, models
+from {{ cookiecutter.package_name }}.frameworks.openmmlab import distributed
 
 pytestmark = pytest.mark.slow
 
@@ -188,6 +195,35 @@ def test_fp16_keeps_nms_in_float32(
     assert half and all(dtype == torch.float16 for dtype in half)
     assert seen and all(pair == (torch.float32, torch.float32) for pair in seen)
     assert any(inference.to_prediction(detector, output).boxes for output in outputs)
+
+
+@requires("infer")
+def test_loader_workers_predict_what_the_executor_process_predicts(
+    tmp_path_factory, tmp_path: Path, monkeypatch
+) -> None:
+    """Batches prepared in a loader worker (as on a GPU machine; on the CPU workers are capped
+    to spare cores, often none) give the same predictions, an unreadable image included."""
+    monkeypatch.setattr(distributed, "loader_workers", lambda requested, cuda: requested)
+    package = installed_package(tmp_path_factory, tmp_path, DEFAULT_MODEL)
+    detector = inference.load_detector(package, OBJECT_TYPE, CLASS_NAMES, score_thr=0.001)
+    syn = synthesize(tmp_path / "work", "infer", OBJECT_TYPE, num_candidates=3)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(CORRUPT_JPEG)
+    items = list(enumerate([*syn.candidates, broken]))
+
+    def predict(workers: int) -> list:
+        outputs = inference.predict_batches(detector, items, batch_size=2, workers=workers)
+        return [inference.to_prediction(detector, output).to_json() for output in outputs]
+
+    in_process, in_worker = predict(0), predict(1)
+    assert in_worker[-1]["error"] and not in_worker[0]["error"]
+    assert any(row["boxes"] for row in in_worker)
+    assert len(in_worker) == len(in_process) == len(items)
+    for mine, theirs in zip(in_worker, in_process):
+        assert (mine["error"], mine["size"]) == (theirs["error"], theirs["size"])
+        assert len(mine["boxes"]) == len(theirs["boxes"])
+        for box, other in zip(mine["boxes"], theirs["boxes"]):
+            assert box == pytest.approx(other, abs=1e-3)
 
 
 def replace_model_file(syn, name: str, data: bytes | None) -> None:

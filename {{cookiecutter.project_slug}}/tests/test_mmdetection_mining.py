@@ -20,7 +20,8 @@ from {{ cookiecutter.package_name }}.__main__ import main
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.chain import read_monitor_state
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
-from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, mining, models
+from {{ cookiecutter.package_name }}.frameworks.mmdetection import mining, models
+from {{ cookiecutter.package_name }}.frameworks.openmmlab import distributed
 
 pytestmark = pytest.mark.slow
 
@@ -129,13 +130,13 @@ def test_mining_and_infer_share_the_forward_passes(
 ) -> None:
     tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
     jobs = []
-    run_job = inference.run_job
+    run_task_job = distributed.run_task_job
 
     def counting(job, *args, **kwargs):
         jobs.append(job.__name__)
-        return run_job(job, *args, **kwargs)
+        return run_task_job(job, *args, **kwargs)
 
-    monkeypatch.setattr(inference, "run_job", counting)
+    monkeypatch.setattr(distributed, "run_task_job", counting)
     both = prepare(tmp_path / "both", "mining+infer", tar, corrupt=1, mining_algorithm=algorithm)
     assert main(both.env_file) == 0
     assert_mined(both)

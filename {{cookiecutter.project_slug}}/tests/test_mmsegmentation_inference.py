@@ -26,6 +26,7 @@ from {{ cookiecutter.package_name }}.contract.masks import decode_rle
 from {{ cookiecutter.package_name }}.devkit.chain import read_monitor_state
 from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES
 from {{ cookiecutter.package_name }}.frameworks.mmsegmentation import mining, models, package, predictor
+from {{ cookiecutter.package_name }}.frameworks.openmmlab import distributed
 
 OBJECT_TYPE = 3
 SETTINGS = {"batch_size_per_gpu": 3, "num_workers_per_gpu": 1}
@@ -227,8 +228,11 @@ def test_uncertainty_maths() -> None:
     assert mining.region_score(torch.ones((3, 5))) == pytest.approx(1.0)
 
 
-def test_batches_group_equal_sizes(tmp_path: Path) -> None:
-    """Equal-size images share batches; a batch gives each image what it gets alone."""
+def test_batches_group_equal_sizes(tmp_path: Path, monkeypatch) -> None:
+    """Equal-size images share batches; a batch gives each image what it gets alone, also when
+    a loader worker decodes it (as on a GPU machine; on the CPU workers are capped to spare
+    cores, often none)."""
+    monkeypatch.setattr(distributed, "loader_workers", lambda requested, cuda: requested)
     rng = np.random.RandomState(0)
     paths = []
     for index, size in enumerate([(80, 64), (80, 64), (50, 70), (80, 64), (80, 64)]):

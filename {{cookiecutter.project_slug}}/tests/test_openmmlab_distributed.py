@@ -35,6 +35,19 @@ def test_visible_devices_follow_an_existing_mapping() -> None:
     assert distributed.visible_devices([1], {"CUDA_VISIBLE_DEVICES": "4,6"}) == "6"
 
 
+def test_loader_workers_leave_the_cpu_to_the_model(monkeypatch) -> None:
+    import torch
+
+    assert distributed.loader_workers(4, cuda=True) == 4
+    assert distributed.loader_workers(-1, cuda=True) == 0
+    monkeypatch.setattr(distributed.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert distributed.loader_workers(2, cuda=False) == 0  # every core runs the model
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 5)
+    assert distributed.loader_workers(2, cuda=False) == 2
+    assert distributed.loader_workers(9, cuda=False) == 3
+
+
 def test_free_port_is_bindable() -> None:
     port = distributed.find_free_port()
     assert 1024 <= port < 65536

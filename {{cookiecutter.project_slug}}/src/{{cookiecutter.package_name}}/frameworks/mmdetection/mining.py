@@ -48,6 +48,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...contract.errors import ErrorCode, ExecutorError
+from ..openmmlab import distributed
 from . import inference
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def mine(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -
             if prediction is not None:
                 predictions[int(index)] = inference.Prediction.from_json(prediction)
 
-    inference.run_job(mining_job, payload, ctx, {"mined": collect}, world_size=world_size)
+    distributed.run_task_job(mining_job, payload, ctx, {"mined": collect}, processes=world_size)
 
     unreadable = 0
     for index, path in enumerate(candidates):
@@ -196,8 +197,6 @@ def mining_job(payload: dict, channel: Any) -> None:
     prediction (of the original view, with the inference thresholds) is sent only when
     inference follows and will reuse it.
     """
-    from ..openmmlab import distributed
-
     algorithm = payload["algorithm"]
     items = distributed.shard(list(enumerate(Path(path) for path in payload["candidates"])))
     detector = inference.job_detector(payload)

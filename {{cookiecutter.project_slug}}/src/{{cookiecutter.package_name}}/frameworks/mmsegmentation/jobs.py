@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ...contract.masks import encode_rle
-from ..openmmlab import distributed, failures
+from ..openmmlab import distributed
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ def run(
     ``masks``: compute the class masks (inference); ``algorithm``: the mining uncertainty
     (``margin`` / ``entropy``) to score with, or None.
     """
-    failures.check_devices(ctx.gpu_ids)
     candidates = [str(path) for path in ctx.candidates()]
     payload = {
         "files": [str(path) for path in ctx.model.files],
@@ -53,7 +52,6 @@ def run(
         "batch_size": int(batch_size),
         "num_workers": int(num_workers),
         "confidence_threshold": float(confidence_threshold),
-        "cuda": bool(ctx.gpu_ids),
     }
     entries: dict[int, dict] = {}
 
@@ -61,15 +59,7 @@ def run(
         for entry in event["entries"]:
             entries[int(entry["index"])] = entry
 
-    handlers = {"progress": lambda event: ctx.progress(event["fraction"]), "entries": collect}
-    with failures.mapped():
-        distributed.launch(
-            predict_job,
-            payload,
-            gpu_ids=list(ctx.gpu_ids),
-            work_dir=ctx.work_dir,
-            handlers=handlers,
-        )
+    distributed.run_task_job(predict_job, payload, ctx, {"entries": collect})
     return entries
 
 

@@ -1,20 +1,17 @@
-"""Untrained model stages and packages: random weights in exactly the shape training writes.
+"""Untrained MMSegmentation stages and packages: random weights, shaped like training's output.
 
 For tests and benchmarks (inference and mining without a training run, and the "untrained"
-side of the learning check): the stage holds ``model.pth`` (weights + the meta training
-writes) and ``config.py`` (:func:`.config.model_config`), and the package is packed by
-:func:`contract.models.pack_model` like a training output, so the devkit installs it as the
-platform would. Nothing here runs in a task.
+side of the learning check): the stage's ``config.py`` is :func:`.config.model_config` as a
+training run dumps it, and its ``meta`` names the classes and the background handling, so
+inference and mining treat it exactly like a trained stage. Nothing here runs in a task.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from ... import __version__
-from ..openmmlab.checkpoint import save_checkpoint
-from ..openmmlab.weights import CONFIG_FILE, WEIGHTS_FILE
+from ..openmmlab.package import pack_one_stage, write_untrained_stage
 from . import config as configs
 from . import data, models
 
@@ -42,21 +39,16 @@ def untrained_stage(
     torch.manual_seed(seed)
     model = MODELS.build(configs.inference_model_config(cfg))
     model.init_weights()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     meta = {
         "class_names": list(class_names),
         "dataset_meta": {"classes": list(labels.model_classes)},
         "background_class": labels.background,
-        "executor_version": __version__,
         "object_type": SEMANTIC_SEGMENTATION,
         "model": spec.name,
         "img_size": img_size,
     }
-    weights = save_checkpoint(folder / WEIGHTS_FILE, model.state_dict(), meta)
-    config_file = folder / CONFIG_FILE
-    config_file.write_text(configs.stage_config(cfg).pretty_text, encoding="utf-8")
-    return [weights, config_file]
+    config_text = configs.stage_config(cfg).pretty_text
+    return write_untrained_stage(folder, model.state_dict(), config_text, meta)
 
 
 def untrained_package(
@@ -64,42 +56,19 @@ def untrained_package(
     model_name: str,
     class_names: Sequence[str],
     *,
-    img_size: int = 512,
-    background_class: bool = False,
-    seed: int = 0,
     stage_name: str = "best",
+    **stage_options: Any,
 ) -> Path:
-    """A platform model package (tar) holding one :func:`untrained_stage`."""
-    import yaml
+    """A platform model package (tar) holding one :func:`untrained_stage`.
 
-    from ...contract.models import pack_model
-
-    dest_tar = Path(dest_tar)
-    models_dir = dest_tar.parent / f"{dest_tar.stem}-models"
-    files = untrained_stage(
-        models_dir / stage_name,
-        model_name,
-        class_names,
-        img_size=img_size,
-        background_class=background_class,
-        seed=seed,
+    ``stage_options`` are those of :func:`untrained_stage` (``img_size``,
+    ``background_class``, ``seed``).
+    """
+    return pack_one_stage(
+        dest_tar,
+        lambda folder: untrained_stage(folder, model_name, class_names, **stage_options),
+        object_type=SEMANTIC_SEGMENTATION,
+        class_names=class_names,
+        metrics={"mIoU": 0.0, "mAP": 0.0},
+        stage_name=stage_name,
     )
-    result = {
-        "best_stage_name": stage_name,
-        "model_stages": {
-            stage_name: {
-                "stage_name": stage_name,
-                "files": [path.name for path in files],
-                "timestamp": 1,
-                "mAP": 0.0,
-                "mIoU": 0.0,
-            }
-        },
-        "mIoU": 0.0,
-        "mAP": 0.0,
-        "object_type": SEMANTIC_SEGMENTATION,
-    }
-    (models_dir / "result.yaml").write_text(yaml.safe_dump(result), encoding="utf-8")
-    executor_config = {"class_names": list(class_names), "object_type": SEMANTIC_SEGMENTATION}
-    pack_model(models_dir / "result.yaml", stage_name, dest_tar, executor_config)
-    return dest_tar

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from ...contract import images
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import checkpoint as checkpoints
+from ..openmmlab import distributed
 from ..openmmlab.weights import CONFIG_FILE, WEIGHTS_FILE
 from .config import inference_model_config
 from .data import LabelSet
@@ -248,9 +249,11 @@ def predict(
 ) -> Iterator[Prediction | tuple]:
     """Yield a :class:`Prediction` per readable image, ``(index, reason)`` per unreadable one.
 
-    ``progress(fraction)`` is called after every batch.
+    ``progress(fraction)`` is called after every batch. On the CPU ``num_workers`` is capped
+    to the cores the model leaves free (:func:`..openmmlab.distributed.loader_workers`).
     """
     dataset = _Images(paths, _transforms(loaded.config))
+    num_workers = distributed.loader_workers(num_workers, loaded.device.type == "cuda")
     options: dict[str, Any] = {}
     if num_workers > 0:
         # Workers decode and resize the next batches while the model runs (torch < 2 refuses
