@@ -10,9 +10,16 @@ by side:
   (``train_config.py``: same model, data, schedule, evaluation and checkpoints), without any
   YMIR hook.
 
-It prints the median seconds of each and the executor's overhead, ``executor / bare - 1``.
-With tiny runs the fixed costs (conversion, stage writing) weigh more than they do in a real
-training: raise ``--train-images`` and ``--epochs`` for a representative number. Example::
+Inside the executor's run it also clocks where the extra time goes: the **preparation** before
+its runner starts (dataset reading, COCO conversion, config surgery: once per task) and the
+executor's **hooks** (progress, NaN check, stage writing; the runner calls them synchronously,
+so their wall time is exactly what they add to training).
+
+It prints the median seconds and two overheads: end to end, ``executor / bare - 1`` (noisy on a
+shared CPU: runs of the same config differ by several percent), and the hooks' share of the
+runner's own training time, ``hooks / (runner - hooks)``, which is what the executor adds to
+every epoch. With tiny runs the fixed costs weigh more than they do in a real training: raise
+``--train-images`` and ``--epochs`` for a representative end-to-end number. Example::
 
     PYTHONPATH=src python benchmarks/mmdetection_training.py --train-images 16 --img-size 128
 """
@@ -38,7 +45,7 @@ from {{ cookiecutter.package_name }}.__main__ import main as executor_main
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man, synthesize
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import models
-from {{ cookiecutter.package_name }}.frameworks.openmmlab import checkpoint, weights
+from {{ cookiecutter.package_name }}.frameworks.openmmlab import checkpoint, hooks, weights
 
 
 def training_work(work: Path, object_type: int, args: argparse.Namespace) -> Path:
@@ -82,10 +89,71 @@ def settle() -> None:
     gc.collect()
 
 
-def run_executor(env_file: Path) -> tuple[float, Path]:
-    """Seconds of the executor's training task, and the config it dumped for its runner."""
+class ExecutorClock:
+    """Where the executor's seconds go: before its runner exists, and inside its own hooks.
+
+    Patches, for the duration of :meth:`watching`, ``Runner.__init__`` (the first call marks
+    the end of the preparation) and every stage method of the executor's hooks (their wall
+    time is summed). The executor runs them in this process (one CPU process).
+    """
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.runner_built: float | None = None
+        self.in_hooks = 0.0
+
+    @property
+    def preparation(self) -> float:
+        """Seconds from the task's start to the runner's construction."""
+        return (self.runner_built or self.started) - self.started
+
+    @contextlib.contextmanager
+    def watching(self):
+        from mmengine.hooks import Hook
+        from mmengine.runner import Runner
+
+        patches = [(Runner, "__init__", self._marking(Runner.__init__))]
+        for hook in (hooks.YmirTrainingHook, hooks.NonFiniteLossHook):
+            for stage in Hook.stages:
+                if stage in vars(hook):
+                    patches.append((hook, stage, self._timing(vars(hook)[stage])))
+        saved = [(owner, name, vars(owner)[name]) for owner, name, _ in patches]
+        for owner, name, replacement in patches:
+            setattr(owner, name, replacement)
+        self.started = time.perf_counter()
+        try:
+            yield self
+        finally:
+            for owner, name, original in saved:
+                setattr(owner, name, original)
+
+    def _marking(self, init):
+        def marked(runner, *args, **kwargs):
+            if self.runner_built is None:
+                self.runner_built = time.perf_counter()
+            return init(runner, *args, **kwargs)
+
+        return marked
+
+    def _timing(self, method):
+        def timed(hook, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(hook, *args, **kwargs)
+            finally:
+                self.in_hooks += time.perf_counter() - started
+
+        return timed
+
+
+def run_executor(env_file: Path, clock: ExecutorClock | None = None) -> tuple[float, Path]:
+    """Seconds of the executor's training task, and the config it dumped for its runner.
+
+    With a ``clock``, the task's preparation and hook seconds are recorded there too.
+    """
     settle()
-    with quiet() as buffer:
+    watching = clock.watching() if clock is not None else contextlib.nullcontext()
+    with quiet() as buffer, watching:
         started = time.perf_counter()
         code = executor_main(env_file)
         seconds = time.perf_counter() - started
@@ -160,20 +228,40 @@ def main(argv=None) -> int:
         f"images, {args.epochs} epochs, img_size {args.img_size}, batch {args.batch_size}, "
         f"{args.workers} workers, CPU, median of {args.rounds} interleaved rounds"
     )
-    executor_times, bare_times = [], []
+    executor_times, bare_times, preparations, hook_shares = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="ymir-bench-") as temporary:
+        # An untimed executor run first: its imports (mmdet's registries, pycocotools, ...)
+        # happen once per process and would be charged to whichever side runs first.
+        _, config_file = run_executor(training_work(Path(temporary) / "warm-up", object_type, args))
         for round_index in range(args.rounds):
             work = Path(temporary) / f"round-{round_index}"
             env_file = training_work(work / "task", object_type, args)
-            seconds, config_file = run_executor(env_file)
+            clock = ExecutorClock()
+            name = f"bare-{round_index}-{time.time_ns()}"
+            # Alternate which side runs first (the bare runner takes the previous executor
+            # run's config then): whatever one run leaves behind must not favour one side.
+            if round_index % 2:
+                bare, _ = run_bare(config_file, work / "bare", name)
+                seconds, config_file = run_executor(env_file, clock)
+            else:
+                seconds, config_file = run_executor(env_file, clock)
+                bare, _ = run_bare(config_file, work / "bare", name)
             executor_times.append(seconds)
-            bare, _ = run_bare(config_file, work / "bare", f"bare-{round_index}-{time.time_ns()}")
             bare_times.append(bare)
-            print(f"round {round_index + 1}: executor {seconds:.2f} s, bare runner {bare:.2f} s")
+            preparations.append(clock.preparation)
+            runner_seconds = seconds - clock.preparation
+            hook_shares.append(clock.in_hooks / max(1e-9, runner_seconds - clock.in_hooks))
+            print(
+                f"round {round_index + 1}: executor {seconds:.2f} s (preparation "
+                f"{clock.preparation:.2f} s, hooks {clock.in_hooks:.2f} s), bare runner "
+                f"{bare:.2f} s"
+            )
     executor, bare = statistics.median(executor_times), statistics.median(bare_times)
     print(
-        f"executor {executor:.2f} s, bare runner {bare:.2f} s: overhead "
-        f"{100 * (executor / bare - 1):+.1f}%"
+        f"executor {executor:.2f} s, bare runner {bare:.2f} s: overhead end to end "
+        f"{100 * (executor / bare - 1):+.1f}% (preparation {statistics.median(preparations):.2f} s "
+        f"once per task); executor hooks {100 * statistics.median(hook_shares):.2f}% of the "
+        "runner's training time"
     )
     return 0
 
