@@ -129,6 +129,7 @@ OPENMMLAB_FILES = [
     "frameworks/openmmlab/failures.py",
     "frameworks/openmmlab/hooks.py",
     "frameworks/openmmlab/options.py",
+    "frameworks/openmmlab/package.py",
     "frameworks/openmmlab/weights.py",
 ]
 OPENMMLAB_TESTS = [
@@ -147,6 +148,7 @@ FRAMEWORK_FILES = {
         "frameworks/mmdetection/inference.py",
         "frameworks/mmdetection/mining.py",
         "frameworks/mmdetection/models.py",
+        "frameworks/mmdetection/package.py",
         "frameworks/mmdetection/training.py",
     ],
     "mmsegmentation": [
