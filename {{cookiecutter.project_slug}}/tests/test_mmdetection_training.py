@@ -104,17 +104,8 @@ def surgery(tmp_path: Path, name: str, **overrides) -> tuple:
     params = dict(configs.TRAINING_DEFAULTS, model=name, img_size=96, epochs=12)
     params.update(overrides)
     settings = configs.training_settings(params, OBJECT_TYPE)
-    inputs = configs.TrainingInputs(
-        class_names=["rect", "triangle", "ellipse"],
-        object_type=OBJECT_TYPE,
-        train_json=tmp_path / "train.json",
-        val_json=tmp_path / "val.json",
-        num_train_images=40,
-        world_size=1,
-        use_cuda=False,
-        work_dir=tmp_path / "runner",
-        tensorboard_dir=tmp_path / "tensorboard",
-        load_from=None,
+    inputs = configs.TrainingInputs.offline(
+        ["rect", "triangle", "ellipse"], OBJECT_TYPE, tmp_path, num_train_images=40
     )
     return spec, settings, configs.training_config(spec, settings, inputs)
 

@@ -366,6 +366,26 @@ class TrainingInputs:
     tensorboard_dir: Path
     load_from: Path | None  # prepared weights, or None to train from the config's init
 
+    @classmethod
+    def offline(
+        cls, class_names: Sequence[str], object_type: int, folder: Path, num_train_images: int = 1
+    ) -> TrainingInputs:
+        """Inputs of a config built without a task (untrained packages, tests): one CPU
+        process, every path under ``folder``, no weights to load."""
+        folder = Path(folder)
+        return cls(
+            class_names=list(class_names),
+            object_type=object_type,
+            train_json=folder / "train.json",
+            val_json=folder / "val.json",
+            num_train_images=num_train_images,
+            world_size=1,
+            use_cuda=False,
+            work_dir=folder / "runner",
+            tensorboard_dir=folder / "tensorboard",
+            load_from=None,
+        )
+
 
 def iters_per_epoch(num_images: int, batch_size: int, world_size: int) -> int:
     """Iterations of one epoch per rank (DefaultSampler pads the set to a multiple of ranks)."""

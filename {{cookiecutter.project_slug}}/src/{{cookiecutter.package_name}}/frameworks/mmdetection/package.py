@@ -48,18 +48,7 @@ def untrained_stage(
         {"model": spec.name, "img_size": img_size, "epochs": 1, "num_workers_per_gpu": 0},
         object_type,
     )
-    inputs = config.TrainingInputs(
-        class_names=list(class_names),
-        object_type=object_type,
-        train_json=stage_dir / "train.json",
-        val_json=stage_dir / "val.json",
-        num_train_images=1,
-        world_size=1,
-        use_cuda=False,
-        work_dir=stage_dir / "work",
-        tensorboard_dir=stage_dir / "tensorboard",
-        load_from=None,
-    )
+    inputs = config.TrainingInputs.offline(class_names, object_type, stage_dir / "work")
     cfg = config.stage_config(config.training_config(spec, settings, inputs))
     init_default_scope("mmdet")
     torch.manual_seed(seed)
