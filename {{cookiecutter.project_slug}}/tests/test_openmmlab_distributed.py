@@ -53,32 +53,37 @@ def test_free_port_is_bindable() -> None:
     assert 1024 <= port < 65536
 
 
-def collect(events: list):
-    return {"probe": events.append, "progress": lambda event: events.append(("progress", event))}
+def probe(tmp_path: Path, processes: int, **payload) -> list:
+    """Launch :func:`distributed.probe_job` with ``payload``; the events rank 0 sent, in order
+    (``probe`` events as they are, progress as ``("progress", event)``)."""
+    events: list = []
+    distributed.launch(
+        distributed.probe_job,
+        payload,
+        gpu_ids=[],
+        work_dir=tmp_path,
+        handlers={
+            "probe": events.append,
+            "progress": lambda event: events.append(("progress", event)),
+        },
+        processes=processes,
+    )
+    return events
+
+
+def probes(events: list) -> list:
+    return [event for event in events if isinstance(event, dict)]
 
 
 def test_one_process_runs_here(tmp_path: Path) -> None:
-    events: list = []
-    distributed.launch(
-        distributed.probe_job, {"items": 5}, gpu_ids=[], work_dir=tmp_path, handlers=collect(events)
-    )
-    probe = [event for event in events if isinstance(event, dict)]
-    assert probe == [{"world_size": 1, "shards": [[0, 1, 2, 3, 4]]}]
+    events = probe(tmp_path, 1, items=5)
+    assert probes(events) == [{"world_size": 1, "shards": [[0, 1, 2, 3, 4]]}]
 
 
 @pytest.mark.slow
 def test_two_gloo_processes_shard_and_gather(tmp_path: Path) -> None:
-    events: list = []
-    distributed.launch(
-        distributed.probe_job,
-        {"items": 7},
-        gpu_ids=[],
-        work_dir=tmp_path,
-        handlers=collect(events),
-        processes=2,
-    )
-    probe = [event for event in events if isinstance(event, dict)]
-    assert probe == [{"world_size": 2, "shards": [[0, 2, 4, 6], [1, 3, 5]]}]
+    events = probe(tmp_path, 2, items=7)
+    assert probes(events) == [{"world_size": 2, "shards": [[0, 2, 4, 6], [1, 3, 5]]}]
     assert ("progress", {"fraction": 1.0}) in events
     # Job and event files are cleaned up after a successful run.
     assert list(tmp_path.iterdir()) == []
@@ -87,40 +92,17 @@ def test_two_gloo_processes_shard_and_gather(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_failing_rank_fails_the_launch_with_its_code(tmp_path: Path) -> None:
     with pytest.raises(ExecutorError) as raised:
-        distributed.launch(
-            distributed.probe_job,
-            {"items": 4, "fail_rank": 1, "error": "CUDA out of memory (simulated)"},
-            gpu_ids=[],
-            work_dir=tmp_path,
-            handlers={},
-            processes=2,
-        )
+        probe(tmp_path, 2, items=4, fail_rank=1, error="CUDA out of memory (simulated)")
     assert raised.value.code == ErrorCode.OUT_OF_MEMORY
     with pytest.raises(RuntimeError, match="rank 0 failed: RuntimeError: plain bug"):
-        distributed.launch(
-            distributed.probe_job,
-            {"items": 4, "fail_rank": 0, "error": "plain bug"},
-            gpu_ids=[],
-            work_dir=tmp_path,
-            handlers={},
-            processes=2,
-        )
+        probe(tmp_path, 2, items=4, fail_rank=0, error="plain bug")
 
 
 @pytest.mark.slow
 def test_a_crash_after_the_job_finished_on_every_rank_loses_nothing(tmp_path: Path, caplog) -> None:
-    events: list = []
     with caplog.at_level(logging.WARNING):
-        distributed.launch(
-            distributed.probe_job,
-            {"items": 5, "abort_rank": 1, "abort_when": "exit"},
-            gpu_ids=[],
-            work_dir=tmp_path,
-            handlers=collect(events),
-            processes=2,
-        )
-    probe = [event for event in events if isinstance(event, dict)]
-    assert probe == [{"world_size": 2, "shards": [[0, 2, 4], [1, 3]]}]
+        events = probe(tmp_path, 2, items=5, abort_rank=1, abort_when="exit")
+    assert probes(events) == [{"world_size": 2, "shards": [[0, 2, 4], [1, 3]]}]
     assert "one failed while shutting down" in caplog.text
 
 
@@ -128,11 +110,4 @@ def test_a_crash_after_the_job_finished_on_every_rank_loses_nothing(tmp_path: Pa
 def test_a_rank_killed_during_the_job_fails_the_launch(tmp_path: Path) -> None:
     # Rank 0 either sees its peer's connection reset or is stopped with it: a failure either way.
     with pytest.raises(RuntimeError, match="failed"):
-        distributed.launch(
-            distributed.probe_job,
-            {"items": 5, "abort_rank": 1, "abort_when": "job"},
-            gpu_ids=[],
-            work_dir=tmp_path,
-            handlers={},
-            processes=2,
-        )
+        probe(tmp_path, 2, items=5, abort_rank=1, abort_when="job")

@@ -598,9 +598,10 @@ def to_prediction(detector: Detector, output: BatchOutput, view: int = 0) -> Pre
         masks = instances.masks.cpu().numpy().astype(bool)
     # Vectorised: a model keeps up to a hundred or more instances per image, and a Python loop
     # over them cost 15% of yolox_tiny's CPU inference time.
-    lookup = np.array([-1 if index is None else index for index in detector.label_map] or [-1])
-    known = (labels >= 0) & (labels < len(detector.label_map))
-    classes = np.where(known, lookup[np.clip(labels, 0, len(lookup) - 1)], -1)
+    # Model label -> class index, -1 for none; the last entry catches labels the map lacks.
+    lookup = np.array([-1 if index is None else index for index in detector.label_map] + [-1])
+    outside = (labels < 0) | (labels >= len(detector.label_map))
+    classes = lookup[np.where(outside, -1, labels)]
     keep = (classes >= 0) & np.isfinite(scores) & np.isfinite(bboxes).all(axis=1)
     kept = np.flatnonzero(keep)
     x1, y1, x2, y2 = (bboxes[kept, column].tolist() for column in range(4))

@@ -262,7 +262,7 @@ def predict(
     loader = DataLoader(
         dataset,
         batch_sampler=same_size_batches(paths, max(1, batch_size)),
-        num_workers=max(0, num_workers),
+        num_workers=num_workers,
         collate_fn=_collate,
         pin_memory=loaded.device.type == "cuda",
         **options,

@@ -160,6 +160,7 @@ def run_task_job(
     handlers: Handlers,
     *,
     processes: int | None = None,
+    work_dir: Path | None = None,
 ) -> None:
     """:func:`launch` ``fn`` for a task: on its GPUs, with its failures mapped to codes.
 
@@ -168,6 +169,7 @@ def run_task_job(
     :mod:`.failures`). ``payload["cuda"]`` tells the job whether it runs on GPUs; progress
     events go to ``ctx.progress`` unless ``handlers`` has its own. ``processes`` (CPU only)
     overrides ``$YMIR_CPU_PROCESSES``; with GPUs there is one process per GPU of the task.
+    The job's files go to ``work_dir`` (default ``ctx.work_dir``).
     """
     failures.check_devices(ctx.gpu_ids)
     handlers = {"progress": lambda event: ctx.progress(float(event["fraction"])), **handlers}
@@ -176,7 +178,7 @@ def run_task_job(
             fn,
             dict(payload, cuda=bool(ctx.gpu_ids)),
             gpu_ids=list(ctx.gpu_ids),
-            work_dir=ctx.work_dir,
+            work_dir=ctx.work_dir if work_dir is None else work_dir,
             handlers=handlers,
             processes=None if ctx.gpu_ids else processes,
         )

@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from . import distributed, failures
+from . import distributed
 from .checkpoint import save_checkpoint, trusted_load
 from .distributed import Channel
 from .failures import NonFiniteLossError
@@ -142,16 +142,9 @@ def run_training(
             evaluate_config=event.get("evaluate_config"),
         )
 
-    handlers = {"progress": lambda event: ctx.progress(event["fraction"]), "stage": on_stage}
-    with failures.mapped():
-        distributed.launch(
-            job,
-            payload,
-            gpu_ids=ctx.gpu_ids,
-            work_dir=work_dir,
-            handlers=handlers,
-            processes=processes,
-        )
+    distributed.run_task_job(
+        job, payload, ctx, {"stage": on_stage}, processes=processes, work_dir=work_dir
+    )
     best = ctx.results.best_stage_name
     if best is None:
         raise RuntimeError("training ended without any evaluation, so no model was saved")
