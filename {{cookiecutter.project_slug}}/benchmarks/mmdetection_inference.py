@@ -9,7 +9,9 @@ round so that a noisy machine slows all of them alike:
   plus the conversion into result-writer form (boxes; masks as compressed RLE);
 - **per-image**: a loop of ``mmdet.apis.inference_detector`` over the image files, one image
   per forward pass, as the public YMIR MMDetection executor infers (with the same conversion
-  into result-writer form);
+  into result-writer form), on the model as ``init_detector`` leaves it: on the CPU the
+  executor's model computes channels-last (``inference.use_channels_last``), this one in
+  PyTorch's default layout;
 - **bare forward**: the limit, the model's ``predict`` alone on batches that were decoded,
   transformed, normalised and moved to the device beforehand.
 
@@ -178,19 +180,29 @@ def measure(args, spec, object_type: int, work: Path, paths: list) -> dict:
         score_thr=args.confidence_threshold,
         fp16=args.fp16,
     )
-    # inference_detector reads model.cfg (init_detector sets it).
-    detector.model.cfg = detector.cfg
+    # The public executor's model: the default memory layout, and the model.cfg that
+    # inference_detector reads (init_detector sets it).
+    stock = inference.load_detector(
+        installed,
+        spec.object_type,
+        CLASS_NAMES,
+        args.device,
+        score_thr=args.confidence_threshold,
+        fp16=args.fp16,
+        channels_last=False,
+    )
+    stock.model.cfg = stock.cfg
     items = list(enumerate(paths))
-    pipeline = per_image_pipeline(detector)
+    pipeline = per_image_pipeline(stock)
     batches = bare_batches(detector, items, args.batch_size)
     # Warm-up: kernels, allocator, lazy initialisations.
     executor_path(detector, items[: args.batch_size], args.batch_size, 0)
-    per_image_path(detector, paths[:2], pipeline)
+    per_image_path(stock, paths[:2], pipeline)
     bare_path(detector, batches[:1])
     timings = {"executor": [], "per-image": [], "bare": []}
     for _ in range(args.rounds):
         timings["executor"].append(executor_path(detector, items, args.batch_size, args.workers))
-        timings["per-image"].append(per_image_path(detector, paths, pipeline))
+        timings["per-image"].append(per_image_path(stock, paths, pipeline))
         timings["bare"].append(bare_path(detector, batches))
     speed = {name: len(paths) / statistics.median(values) for name, values in timings.items()}
     del batches
@@ -210,7 +222,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (executor)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--confidence-threshold", type=float, default=0.05)
-    parser.add_argument("--fp16", action="store_true", help="half precision (executor, bare)")
+    parser.add_argument("--fp16", action="store_true", help="half precision (every path)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible)")
     parser.add_argument(
         "--clock",

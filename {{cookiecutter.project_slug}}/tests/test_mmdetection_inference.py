@@ -4,8 +4,8 @@ Each model is packaged untrained (random weights, tiny 64 px input; no training,
 the way a training task packages its stages, installed by the devkit like the platform does,
 and run through the executor's entrypoint. Outputs are checked by the devkit's verifier and for
 what inference promises: thresholds applied, unreadable candidates with an empty result, the
-same result with two gloo processes as with one, fp16 with float32 NMS, and the error codes of
-bad model packages.
+same result with two gloo processes as with one, fp16 with float32 NMS, the CPU's channels-last
+layout computing what the default layout computes, and the error codes of bad model packages.
 """
 
 from __future__ import annotations
@@ -195,6 +195,66 @@ def test_fp16_keeps_nms_in_float32(
     assert half and all(dtype == torch.float16 for dtype in half)
     assert seen and all(pair == (torch.float32, torch.float32) for pair in seen)
     assert any(inference.to_prediction(detector, output).boxes for output in outputs)
+
+
+@requires("infer")
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
+def test_channels_last_computes_what_nchw_computes(
+    tmp_path_factory, tmp_path: Path, model_name: str
+) -> None:
+    """The CPU's channels-last model (what inference runs) against PyTorch's default layout:
+    the same features and the same raw head outputs. Two-stage heads get the same proposals,
+    so their mmcv RoIAlign reads the channels-last features (it would misread them unwrapped).
+    """
+    import torch
+
+    package = installed_package(tmp_path_factory, tmp_path, model_name)
+    nhwc, nchw = (
+        inference.load_detector(package, OBJECT_TYPE, CLASS_NAMES, "cpu", channels_last=flag)
+        for flag in (True, False)
+    )
+    syn = synthesize(tmp_path / "work", "infer", OBJECT_TYPE, num_candidates=2)
+    dataset = inference.CandidateDataset(
+        list(enumerate(syn.candidates)), inference.test_pipeline(nchw.cfg)
+    )
+    views = [dataset[position]["views"][0] for position in range(len(dataset))]
+    with torch.no_grad():
+        data = nchw.model.data_preprocessor(
+            {"inputs": [view[0] for view in views], "data_samples": [view[1] for view in views]},
+            False,
+        )
+        inputs, samples = data["inputs"], data["data_samples"]
+        features, nhwc_features = nchw.model.extract_feat(inputs), nhwc.model.extract_feat(inputs)
+        assert nhwc_features[0].is_contiguous(memory_format=torch.channels_last)
+        pairs = [(nhwc_features, features)]
+        if hasattr(nchw.model, "roi_head"):
+            proposals = nchw.model.rpn_head.predict(features, samples, rescale=False)
+            pairs.append((nhwc.model.rpn_head(nhwc_features), nchw.model.rpn_head(features)))
+            pairs.append(
+                (
+                    nhwc.model.roi_head.forward(nhwc_features, proposals, samples),
+                    nchw.model.roi_head.forward(features, proposals, samples),
+                )
+            )
+        else:
+            pairs.append((nhwc.model.bbox_head(nhwc_features), nchw.model.bbox_head(features)))
+    for nhwc_output, nchw_output in pairs:
+        actual, expected = tensors(nhwc_output), tensors(nchw_output)
+        assert actual and len(actual) == len(expected)
+        for one, other in zip(actual, expected):
+            scale = float(other.abs().max()) or 1.0
+            torch.testing.assert_close(one, other, rtol=1e-4, atol=1e-4 * scale)
+
+
+def tensors(value) -> list:
+    """The tensors of a nested model output, in order."""
+    import torch
+
+    if torch.is_tensor(value):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [tensor for item in value for tensor in tensors(item)]
+    return []
 
 
 @requires("infer")

@@ -22,6 +22,9 @@ What :func:`infer` does, and why:
   integers and clips them to the image), instance masks to a :class:`SegmentationResult`, which
   writes them as compressed RLE. Masks travel between processes as RLE too.
 - **Corrupt candidates** are logged and get an empty result; the run succeeds.
+- **Memory format**: on the CPU the network's convolutions run channels-last (NHWC), which
+  oneDNN computes 1.2x faster for most listed models; mmcv's compiled ops still get NCHW
+  inputs (see :func:`use_channels_last`). GPUs keep PyTorch's default layout.
 - **fp16** (``fp16=True``, or the optional ``fp16`` hyper-parameter): backbone, neck and head
   convolutions run under float16 autocast, but every head hands float32 tensors to the
   post-processing, so box decoding and NMS (mmcv's NMS rejects half) stay in float32.
@@ -175,12 +178,13 @@ def load_detector(
     score_thr: float | None = None,
     iou_thr: float | None = None,
     fp16: bool = False,
+    channels_last: bool | None = None,
 ) -> Detector:
     """Rebuild the detector of a model package on ``device``.
 
     ``object_type`` is the executor's target, ``class_names`` the task's classes: the model's
     labels are mapped to them by name (a model class the task does not list is dropped, with a
-    warning).
+    warning). ``channels_last`` (default: on the CPU only) applies :func:`use_channels_last`.
 
     Raises:
         ExecutorError: MODEL for a missing, corrupt or mismatching config / checkpoint,
@@ -200,6 +204,10 @@ def load_detector(
     _load_weights(model, checkpoint["state_dict"], weights_file)
     model.eval()
     model.to(device)
+    if channels_last is None:
+        channels_last = not str(device).startswith("cuda")
+    if channels_last:
+        use_channels_last(model)
     if fp16:
         enable_fp16(model, device)
 
@@ -330,7 +338,43 @@ def _label_map(model_classes: Sequence[str], class_names: Sequence[str]) -> list
     return mapping
 
 
-# --- fp16 ------------------------------------------------------------------------------------
+# --- memory format and fp16 ------------------------------------------------------------------
+
+
+def use_channels_last(model: Any) -> None:
+    """Store the model's convolution weights channels-last (NHWC); mmcv's ops still see NCHW.
+
+    Why: oneDNN computes NHWC convolutions faster than NCHW ones. Measured on this executor's
+    CPU benchmark (bare forward, 2 cores, 320 px): RTMDet-tiny 1.24x, YOLOX-tiny 1.21x,
+    RetinaNet-R18 1.18x, Mask R-CNN-R50 1.18x; Faster R-CNN-R50 and RTMDet-Ins-tiny, whose time
+    goes to their RoI head's fully connected layers and mask post-processing, gain little.
+    Predictions stay equal up to float rounding. GPUs are left alone: unmeasured there.
+
+    A convolution with NHWC weights returns NHWC feature maps. PyTorch's own operators follow
+    strides, but mmcv's compiled ops (``RoIAlign``, deformable convolutions, ...) read their
+    inputs' memory as NCHW: RoIAlign fed an NHWC map silently returns other numbers. So every
+    module of ``mmcv.ops`` gets its tensor inputs made contiguous (NCHW) first.
+    """
+    import torch
+
+    model.to(memory_format=torch.channels_last)
+    for module in model.modules():
+        if type(module).__module__.startswith("mmcv.ops.") and not getattr(
+            module, "_ymir_nchw_inputs", False
+        ):
+            module.forward = _with_contiguous_inputs(module.forward, torch)
+            module._ymir_nchw_inputs = True
+
+
+def _with_contiguous_inputs(forward: Callable, torch: Any) -> Callable:
+    def contiguous(value: Any) -> Any:
+        return value.contiguous() if torch.is_tensor(value) else value
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        args = [contiguous(value) for value in args]
+        return forward(*args, **{name: contiguous(value) for name, value in kwargs.items()})
+
+    return wrapped
 
 
 def enable_fp16(model: Any, device: str) -> None:
