@@ -172,25 +172,22 @@ def measure(args, spec, object_type: int, work: Path, paths: list) -> dict:
     )
     files = unpack_model(tar, None, work / f"{spec.name}-models")
     installed = load_model_package(work / f"{spec.name}-models", files)
-    detector = inference.load_detector(
-        installed,
-        spec.object_type,
-        CLASS_NAMES,
-        args.device,
-        score_thr=args.confidence_threshold,
-        fp16=args.fp16,
-    )
+
+    def load(**layout):
+        return inference.load_detector(
+            installed,
+            spec.object_type,
+            CLASS_NAMES,
+            args.device,
+            score_thr=args.confidence_threshold,
+            fp16=args.fp16,
+            **layout,
+        )
+
+    detector = load()
     # The public executor's model: the default memory layout, and the model.cfg that
     # inference_detector reads (init_detector sets it).
-    stock = inference.load_detector(
-        installed,
-        spec.object_type,
-        CLASS_NAMES,
-        args.device,
-        score_thr=args.confidence_threshold,
-        fp16=args.fp16,
-        channels_last=False,
-    )
+    stock = load(channels_last=False)
     stock.model.cfg = stock.cfg
     items = list(enumerate(paths))
     pipeline = per_image_pipeline(stock)
