@@ -167,6 +167,7 @@ FRAMEWORK_FILES = {
 }
 FRAMEWORK_TESTS = {
     "mmdetection": [
+        "test_mmdetection_benchmarks.py",
         "test_mmdetection_inference.py",
         "test_mmdetection_mining.py",
         "test_mmdetection_training.py",

@@ -1,0 +1,82 @@
+"""The benchmark scripts run and print every number they promise (tiny settings, CPU).
+
+The scripts measure and assert nothing (``benchmarks/README.md``); this keeps them working as
+the executor changes under them. The numbers of such tiny runs mean nothing and are not
+checked, only that each is there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import requires
+from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
+from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
+from {{ cookiecutter.package_name }}.frameworks.mmdetection import models
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[1]
+NUMBER = r"[-+]?[0-9][0-9,]*(?:\.[0-9]+)?"
+# A training as small as the scripts accept: two images, one or two epochs, 64 px.
+TINY_TRAINING = ["--train-images", "2", "--val-images", "1", "--img-size", "64"]
+TINY_TRAINING += ["--batch-size", "2", "--workers", "0"]
+
+
+def run_benchmark(name: str, *args: str) -> str:
+    """The standard output of ``benchmarks/mmdetection_<name>.py`` (it must exit 0)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        part for part in (str(PROJECT / "src"), env.get("PYTHONPATH")) if part
+    )
+    script = PROJECT / "benchmarks" / f"mmdetection_{name}.py"
+    completed = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed.stdout
+
+
+@requires("infer")
+def test_inference_benchmark_prints_a_line_per_model() -> None:
+    output = run_benchmark(
+        "inference",
+        *("--device", "cpu", "--images", "2", "--img-size", "64", "--batch-size", "2"),
+        *("--image-width", "96", "--image-height", "64", "--rounds", "1"),
+    )
+    assert output.startswith("device cpu (")
+    for spec in models.models_for(manifest_object_type(default_img_man())):
+        rates = rf"\s+{NUMBER}" * 3  # executor, per-image and bare img/s
+        assert re.search(rf"^{spec.name}{rates}\s+{NUMBER}x\s+{NUMBER}%$", output, re.M), output
+
+
+@requires("training")
+def test_training_benchmark_prints_both_overheads() -> None:
+    output = run_benchmark("training", *TINY_TRAINING, "--epochs", "1", "--rounds", "1")
+    assert re.search(rf"^round 1: executor {NUMBER} s \(preparation", output, re.M), output
+    assert re.search(
+        rf"overhead end to end {NUMBER}% .*executor hooks {NUMBER}% of the runner", output
+    ), output
+
+
+@requires("training")
+def test_data_benchmark_prints_throughput_and_share_of_training() -> None:
+    output = run_benchmark(
+        "data", *TINY_TRAINING, "--epochs", "2", "--annotations", "40", "--per-image", "4"
+    )
+    formats = re.findall(rf"^\s*([\w-]+): 40 annotations in {NUMBER} s = {NUMBER} ", output, re.M)
+    assert formats, output
+    assert re.search(rf"^training \S+ at img_size 64, .* {NUMBER} s/image$", output, re.M)
+    for name in formats:
+        assert re.search(rf"{name}: conversion / one-epoch training time = {NUMBER}%", output)
