@@ -246,6 +246,29 @@ def test_channels_last_computes_what_nchw_computes(
             torch.testing.assert_close(one, other, rtol=1e-4, atol=1e-4 * scale)
 
 
+@requires("infer")
+def test_channels_last_keeps_mmcv_ops_on_nchw() -> None:
+    """Deformable convolutions (a ResNet's ``dcn`` option adds them) keep their weights and
+    their offset convolution's NCHW, and get NCHW inputs: mmcv's kernels read raw memory."""
+    import torch
+    from mmcv.ops import DeformConv2dPack, ModulatedDeformConv2dPack
+
+    torch.manual_seed(0)
+    for deform in (DeformConv2dPack, ModulatedDeformConv2dPack):
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1),
+            deform(8, 8, 3, padding=1),
+            torch.nn.Conv2d(8, 4, 1),
+        ).eval()
+        with torch.no_grad():
+            model[1].conv_offset.weight.normal_(0, 0.5)  # zero offsets would hide a misread
+            inputs = torch.randn(2, 3, 16, 16)
+            expected = model(inputs)
+            inference.use_channels_last(model)
+            assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(model(inputs), expected, rtol=1e-4, atol=1e-5)
+
+
 def tensors(value) -> list:
     """The tensors of a nested model output, in order."""
     import torch

@@ -352,8 +352,9 @@ def use_channels_last(model: Any) -> None:
 
     A convolution with NHWC weights returns NHWC feature maps. PyTorch's own operators follow
     strides, but mmcv's compiled ops (``RoIAlign``, deformable convolutions, ...) read their
-    inputs' memory as NCHW: RoIAlign fed an NHWC map silently returns other numbers. So every
-    module of ``mmcv.ops`` gets its tensor inputs made contiguous (NCHW) first.
+    tensors' memory as NCHW: RoIAlign fed an NHWC map silently returns other numbers. So every
+    module of ``mmcv.ops`` keeps its own weights (a deformable convolution's, and those of the
+    convolution computing its offsets) in NCHW and gets its tensor inputs made contiguous first.
     """
     import torch
 
@@ -362,6 +363,7 @@ def use_channels_last(model: Any) -> None:
         if type(module).__module__.startswith("mmcv.ops.") and not getattr(
             module, "_ymir_nchw_inputs", False
         ):
+            module.to(memory_format=torch.contiguous_format)
             module.forward = _with_contiguous_inputs(module.forward, torch)
             module._ymir_nchw_inputs = True
 
