@@ -219,7 +219,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (executor)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--confidence-threshold", type=float, default=0.05)
-    parser.add_argument("--fp16", action="store_true", help="half precision (every path)")
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="half precision on a GPU (every path; the CPU ignores it)",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible)")
     parser.add_argument(
         "--clock",

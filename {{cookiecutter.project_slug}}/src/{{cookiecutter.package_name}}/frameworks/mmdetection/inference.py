@@ -25,8 +25,8 @@ What :func:`infer` does, and why:
 - **Memory format**: on the CPU the network's convolutions run channels-last (NHWC), which
   oneDNN computes 1.2x faster for most listed models; mmcv's compiled ops still get NCHW
   inputs (see :func:`use_channels_last`). GPUs keep PyTorch's default layout.
-- **fp16** (``fp16=True``, or the optional ``fp16`` hyper-parameter): backbone, neck and head
-  convolutions run under float16 autocast, but every head hands float32 tensors to the
+- **fp16** (``fp16=True``, or the optional ``fp16`` hyper-parameter; GPUs only, the CPU
+  ignores it): backbone, neck and head convolutions run under float16 autocast, but every head hands float32 tensors to the
   post-processing, so box decoding and NMS (mmcv's NMS rejects half) stay in float32.
 - **Mining + inference in one container** (``run_mining`` and ``run_infer``): ``__main__``
   runs mining, then inference, in one process and with the same merged hyper-parameters.
@@ -208,8 +208,10 @@ def load_detector(
         channels_last = not str(device).startswith("cuda")
     if channels_last:
         use_channels_last(model)
-    if fp16:
+    if fp16 and str(device).startswith("cuda"):
         enable_fp16(model, device)
+    elif fp16:
+        log.info("fp16 is for GPUs (half-precision CPU kernels are slower): full precision")
 
     model_classes = _model_classes(checkpoint, cfg, package, class_names)
     label_map = _label_map(model_classes, class_names)
