@@ -26,8 +26,9 @@ What :func:`infer` does, and why:
   oneDNN computes 1.2x faster for most listed models; mmcv's compiled ops still get NCHW
   inputs (see :func:`use_channels_last`). GPUs keep PyTorch's default layout.
 - **fp16** (``fp16=True``, or the optional ``fp16`` hyper-parameter; GPUs only, the CPU
-  ignores it): backbone, neck and head convolutions run under float16 autocast, but every head hands float32 tensors to the
-  post-processing, so box decoding and NMS (mmcv's NMS rejects half) stay in float32.
+  ignores it): backbone, neck and head convolutions run under float16 autocast, but every
+  head hands float32 tensors to the post-processing, so box decoding and NMS (mmcv's NMS
+  rejects half) stay in float32.
 - **Mining + inference in one container** (``run_mining`` and ``run_infer``): ``__main__``
   runs mining, then inference, in one process and with the same merged hyper-parameters.
   Mining's forward passes already produce the boxes with these thresholds, so mining leaves
