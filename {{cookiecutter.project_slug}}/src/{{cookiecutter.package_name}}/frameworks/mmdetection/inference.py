@@ -205,11 +205,12 @@ def load_detector(
     _load_weights(model, checkpoint["state_dict"], weights_file)
     model.eval()
     model.to(device)
+    on_gpu = str(device).startswith("cuda")
     if channels_last is None:
-        channels_last = not str(device).startswith("cuda")
+        channels_last = not on_gpu
     if channels_last:
         use_channels_last(model)
-    if fp16 and str(device).startswith("cuda"):
+    if fp16 and on_gpu:
         enable_fp16(model, device)
     elif fp16:
         log.info("fp16 is for GPUs (half-precision CPU kernels are slower): full precision")
