@@ -28,6 +28,7 @@ import functools
 import inspect
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any, Iterator
 import torch
 
 from ...contract.errors import ErrorCode, ExecutorError
+from . import checkpoint_file, weights
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +88,64 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     ``model`` / ``module`` wrappers some trainers write.
 
     Raises:
-        ExecutorError: MODEL when the file is missing, truncated, not a checkpoint, or holds
-            no tensors.
+        ExecutorError: MODEL, with a message that tells apart a missing file, one the task's
+            user may not read, a damaged one, one that is no PyTorch checkpoint and one
+            without tensors, and says what to do.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ExecutorError(ErrorCode.MODEL, f"model weights {path} do not exist")
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as error:
+        raise ExecutorError(ErrorCode.MODEL, _unreadable(path)) from error
+    except OSError as error:  # FileNotFoundError, IsADirectoryError, ...
+        raise ExecutorError(ErrorCode.MODEL, f"model weights {path} do not exist") from error
     try:
         loaded = torch_load(path, map_location=map_location)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        raise ExecutorError(
-            ErrorCode.MODEL,
-            f"cannot load model weights {path.name}: {_one_line(error)} (corrupt or not a "
-            "PyTorch checkpoint)",
-        ) from error
+        raise ExecutorError(ErrorCode.MODEL, _unloadable(path, error)) from error
     return normalise(loaded, path)
+
+
+def _unreadable(path: Path) -> str:
+    """Why the task's user cannot read ``path``, and the fix: for a Permission denied."""
+    try:
+        status = path.stat()
+        found = f"the file is mode {stat.S_IMODE(status.st_mode):04o}, owned by uid {status.st_uid}"
+    except OSError:
+        found = "a folder on its path cannot be searched"
+    if weights.weights_dir() in path.parents:
+        fix = (
+            "rebuild the image with this project's Dockerfile, which makes the baked weights "
+            "readable by every user (YMIR may run the image as any uid)"
+        )
+    else:
+        fix = "make it readable by every user (chmod a+rX) where it is stored"
+    return (
+        f"model weights {path} cannot be read by the user this task runs as (uid "
+        f"{os.getuid()}, gid {os.getgid()}): {found}; {fix}"
+    )
+
+
+def _unloadable(path: Path, error: BaseException) -> str:
+    """Why ``torch.load`` refused ``path``, told apart by reading the file's structure."""
+    try:
+        found = checkpoint_file.examine(path)
+    except checkpoint_file.CheckpointFileError as problem:
+        if problem.problem in ("truncated", "corrupt"):
+            return (
+                f"model weights {path.name} are damaged ({problem}); "
+                "copy, export or train them again"
+            )
+        if problem.problem == "not-a-checkpoint":
+            return f"model weights {path.name} are not a PyTorch checkpoint: {problem}"
+        return f"model weights {path.name} contain no tensors: {problem}"
+    except OSError as problem:
+        return f"model weights {path.name} cannot be read: {_one_line(problem)}"
+    return (
+        f"model weights {path.name} ({found.describe()}) cannot be loaded by PyTorch "
+        f"{torch.__version__}: {_one_line(error)}"
+    )
 
 
 def normalise(loaded: Any, path: str | os.PathLike = "checkpoint") -> dict:
@@ -115,16 +160,10 @@ def normalise(loaded: Any, path: str | os.PathLike = "checkpoint") -> dict:
             ErrorCode.MODEL,
             f"model weights {name} hold a {type(loaded).__name__}, not a checkpoint dict",
         )
-    checkpoint = dict(loaded)
-    state = None
-    for key in ("state_dict", "model", "module"):
-        if isinstance(checkpoint.get(key), Mapping):
-            state = checkpoint[key]
-            break
-    if state is None and checkpoint and all(torch.is_tensor(v) for v in checkpoint.values()):
-        state, checkpoint = checkpoint, {}
-    if not state or not any(torch.is_tensor(value) for value in state.values()):
+    state = checkpoint_file.state_dict_of(loaded, torch.is_tensor)
+    if state is None:
         raise ExecutorError(ErrorCode.MODEL, f"model weights {name} contain no tensors")
+    checkpoint = {} if state is loaded else dict(loaded)
     checkpoint["state_dict"] = dict(state)
     meta = checkpoint.get("meta")
     checkpoint["meta"] = dict(meta) if isinstance(meta, Mapping) else {}
