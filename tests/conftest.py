@@ -64,6 +64,7 @@ def expected_files(
         "Makefile",
         "README.md",
         "docker-bake.hcl",
+        "docker/check-permissions.sh",
         "docker/start.sh",
         "img-man/manifest.yaml",
         "pyproject.toml",
@@ -124,7 +125,9 @@ def expected_files(
 OPENMMLAB_FILES = [
     "frameworks/__init__.py",
     "frameworks/openmmlab/__init__.py",
+    "frameworks/openmmlab/bake_weights.py",
     "frameworks/openmmlab/checkpoint.py",
+    "frameworks/openmmlab/checkpoint_file.py",
     "frameworks/openmmlab/distributed.py",
     "frameworks/openmmlab/failures.py",
     "frameworks/openmmlab/hooks.py",
@@ -134,6 +137,7 @@ OPENMMLAB_FILES = [
 ]
 OPENMMLAB_TESTS = [
     "test_openmmlab_checkpoint.py",
+    "test_openmmlab_checkpoint_file.py",
     "test_openmmlab_distributed.py",
     "test_openmmlab_failures.py",
     "test_openmmlab_hooks.py",

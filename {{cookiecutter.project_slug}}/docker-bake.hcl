@@ -28,6 +28,14 @@ variable "YMIR_VERSION" {
 variable "EXECUTOR_VERSION" {
   default = "dev"
 }
+{%- if cookiecutter.__framework != 'none' %}
+
+# Where the images' pretrained weights are downloaded from: empty is download.openmmlab.com;
+# a mirror serves the same paths (e.g. WEIGHTS_BASE_URL=https://mirror.example/openmmlab).
+variable "WEIGHTS_BASE_URL" {
+  default = ""
+}
+{%- endif %}
 
 group "default" {
   targets = [{% for v in quick %}"{{ v }}"{% if not loop.last %}, {% endif %}{% endfor %}]
@@ -51,6 +59,9 @@ target "{{ v }}" {
   tags       = ["${IMAGE_REPOSITORY}:ymir${YMIR_VERSION}-{{ cookiecutter.project_slug }}-{{ v }}-{{ cookiecutter.__task_letters }}"]
   args = {
     EXECUTOR_VERSION = EXECUTOR_VERSION
+{%- if cookiecutter.__framework != 'none' %}
+    WEIGHTS_BASE_URL = WEIGHTS_BASE_URL
+{%- endif %}
   }
 }
 {% endfor -%}

@@ -4,10 +4,10 @@ The ``model`` hyper-parameter is one of :data:`MODELS`' keys. Each maps to a con
 ships inside the installed mmdet package (``<mmdet>/.mim/configs``), so no repository checkout
 is needed at run time, and to the COCO-pretrained weights of that config. Those weights are
 baked into the image at build time (``python -m <package>.frameworks.mmdetection.models
---download /weights``, run by the Dockerfile) and are the starting point of training when the
-user picks no pretrained model; the class-dependent layers of the head are re-initialised for
-the task's classes. Nothing is downloaded at run time: a missing file means training from
-scratch (with a warning), never a network access.
+--download /weights``, run by the Dockerfile; see :mod:`..openmmlab.bake_weights`) and are the
+starting point of training when the user picks no pretrained model; the class-dependent layers
+of the head are re-initialised for the task's classes. Nothing is downloaded at run time: a
+missing file means training from scratch (with a warning), never a network access.
 
 Detection: ``rtmdet_tiny`` (default), ``yolox_tiny``, ``retinanet_r18``, ``faster_rcnn_r50``.
 Instance segmentation: ``rtmdet_ins_tiny`` (default), ``mask_rcnn_r50``.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ...contract.errors import ErrorCode, ExecutorError
-from ..openmmlab import weights
+from ..openmmlab import bake_weights, weights
 
 DETECTION, INSTANCE_SEGMENTATION = 2, 4
 TARGET_NAMES = {DETECTION: "detection", INSTANCE_SEGMENTATION: "instance segmentation"}
@@ -169,11 +169,6 @@ def config_file(spec: ModelSpec) -> Path:
     return weights.shipped_config("mmdet", spec)
 
 
-def download(dest: str | Path, names: Sequence[str] | None = None) -> list[Path]:
-    """Download the weights of ``names`` (default: every model) into ``dest`` (image build)."""
-    return weights.download([get_model(name) for name in names or list(MODELS)], dest)
-
-
 def describe(object_type: int | None = None) -> str:
     """The model list as the README and ``--list`` show it."""
     lines = []
@@ -189,10 +184,10 @@ def describe(object_type: int | None = None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m <package>.frameworks.mmdetection.models",
-        description="List the offered MMDetection models or download their COCO weights "
-        "(image build time only).",
+        description="List the offered MMDetection models, or bake their COCO weights into a "
+        "folder (image build time only).",
     )
-    parser.add_argument("--download", metavar="DIR", help="download the weights into DIR")
+    parser.add_argument("--list", action="store_true", help="print the models and exit")
     parser.add_argument("--models", default="", help="comma-separated model names (default: all)")
     parser.add_argument(
         "--object-type",
@@ -200,18 +195,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(TARGET_NAMES),
         help="only the models of this target (2 detection, 4 instance segmentation)",
     )
-    parser.add_argument("--list", action="store_true", help="print the models and exit")
+    bake_weights.add_bake_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.list or not args.download:
         print(describe(args.object_type))
         return 0
     names = [part.strip() for part in args.models.split(",") if part.strip()]
-    if not names and args.object_type is not None:
-        names = [spec.name for spec in models_for(args.object_type)]
-    for path in download(args.download, names or None):
-        print(path)
-    return 0
+    try:
+        specs = [get_model(name, args.object_type) for name in names]
+    except ExecutorError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 2
+    if not specs:
+        specs = models_for(args.object_type) if args.object_type else list(MODELS.values())
+    return bake_weights.bake_command(args, specs)
 
 
 if __name__ == "__main__":

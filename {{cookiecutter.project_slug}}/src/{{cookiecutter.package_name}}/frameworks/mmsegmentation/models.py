@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ...contract.errors import ErrorCode, ExecutorError
-from ..openmmlab import weights
+from ..openmmlab import bake_weights, weights
 from ..openmmlab.weights import ModelSpec
 
 _DOWNLOAD_ROOT = "https://download.openmmlab.com/mmsegmentation/v0.5"
@@ -92,11 +92,6 @@ def config_file(spec: ModelSpec) -> Path:
     return weights.shipped_config("mmseg", spec)
 
 
-def download(dest: str | Path, names: Sequence[str] | None = None) -> list[Path]:
-    """Download the weights of ``names`` (default: every model) into ``dest`` (image build)."""
-    return weights.download([get_model(name) for name in names or sorted(MODELS)], dest)
-
-
 def describe() -> str:
     """The model list as the README and ``--list`` show it."""
     lines = []
@@ -109,21 +104,24 @@ def describe() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m <package>.frameworks.mmsegmentation.models",
-        description="List the offered MMSegmentation models or download their weights "
-        "(image build time only).",
+        description="List the offered MMSegmentation models, or bake their weights into a "
+        "folder (image build time only).",
     )
-    parser.add_argument("--download", metavar="DIR", help="download the weights into DIR")
-    parser.add_argument("--models", default="", help="comma-separated model names (default: all)")
     parser.add_argument("--list", action="store_true", help="print the models and exit")
+    parser.add_argument("--models", default="", help="comma-separated model names (default: all)")
+    bake_weights.add_bake_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.list or not args.download:
         print(describe())
         return 0
-    names = [part.strip() for part in args.models.split(",") if part.strip()] or None
-    for path in download(args.download, names):
-        print(path)
-    return 0
+    names = [part.strip() for part in args.models.split(",") if part.strip()]
+    try:
+        specs = [get_model(name) for name in names or sorted(MODELS)]
+    except ExecutorError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 2
+    return bake_weights.bake_command(args, specs)
 
 
 if __name__ == "__main__":

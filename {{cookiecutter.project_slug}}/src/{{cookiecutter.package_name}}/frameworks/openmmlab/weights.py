@@ -3,29 +3,26 @@
 - The offered models (:class:`ModelSpec`): a config that ships inside the installed framework
   package (``<package>/.mim/configs``, so no repository checkout is needed at run time) and the
   published weights of exactly that config.
-- Baked weights: the image build downloads them (:func:`download`) into ``/weights``
+- Baked weights: the image build puts them (:mod:`.bake_weights`) into ``/weights``
   (``$YMIR_WEIGHTS_DIR``); nothing is downloaded at run time, a missing file means training
   from scratch.
 - Fitting a checkpoint to the model being trained: the tensors whose name and shape match are
   kept, the class-dependent ones are re-initialised when the classes differ, and the user is
   told which.
 
-Only the download part runs in the image's plain build stage: nothing here imports torch or a
-framework at import time.
+The image's plain build stage imports this module (through :mod:`.bake_weights`): nothing here
+imports torch or a framework at import time.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import logging
 import os
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from ...contract.errors import ErrorCode, ExecutorError
 
@@ -83,51 +80,6 @@ def baked_weights(spec: ModelSpec) -> Path | None:
     """The baked weights of ``spec``, or None when the image was built without them."""
     path = weights_dir() / spec.weights_file
     return path if path.is_file() else None
-
-
-def download(specs: Sequence[ModelSpec], dest: str | os.PathLike) -> list[Path]:
-    """Download the weights of ``specs`` into ``dest``; for the image build only.
-
-    Existing files are kept; each file is written to a temporary name first, so an interrupted
-    build never leaves a truncated checkpoint behind. The checkpoint names end with the first 8
-    hex digits of their SHA-256 (OpenMMLab's convention), which is checked.
-    """
-    folder = Path(dest)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for spec in specs:
-        target = folder / spec.weights_file
-        if not target.is_file():
-            log.info("downloading %s -> %s", spec.weights_url, target)
-            handle, temporary = tempfile.mkstemp(dir=str(folder), suffix=".part")
-            try:
-                with os.fdopen(handle, "wb") as out, urllib.request.urlopen(
-                    spec.weights_url, timeout=600
-                ) as response:
-                    while True:
-                        chunk = response.read(1 << 20)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                _check_hash(Path(temporary), spec)
-                os.replace(temporary, str(target))
-            finally:
-                if os.path.exists(temporary):
-                    os.unlink(temporary)
-        written.append(target)
-    return written
-
-
-def _check_hash(path: Path, spec: ModelSpec) -> None:
-    expected = spec.weights_file.rsplit("-", 1)[-1].split(".")[0]
-    if len(expected) != 8:
-        return  # not an OpenMMLab hash-suffixed name
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    if not digest.hexdigest().startswith(expected):
-        raise OSError(f"{spec.weights_url}: sha256 {digest.hexdigest()[:8]} != {expected}")
 
 
 # ---------------------------------------------------------------------------------------------
