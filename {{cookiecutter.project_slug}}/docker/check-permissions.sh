@@ -21,18 +21,16 @@ for path in $site_packages; do
 done
 
 problems=0
+# report WHAT FOUND: FOUND is find's listing, one path a line; prints at most 20 of them.
 report() {
-    local what="$1" found
-    found="$(cat)"
-    if [ -n "$found" ]; then
-        problems=1
-        echo "error: $what:" >&2
-        head -n 20 <<<"$found" | sed 's/^/  /' >&2
-        local count
-        count="$(wc -l <<<"$found")"
-        if [ "$count" -gt 20 ]; then
-            echo "  ... ($count in all)" >&2
-        fi
+    local what="$1" found="$2" count
+    [ -n "$found" ] || return 0
+    problems=1
+    echo "error: $what:" >&2
+    head -n 20 <<<"$found" | sed 's/^/  /' >&2
+    count="$(wc -l <<<"$found")"
+    if [ "$count" -gt 20 ]; then
+        echo "  ... ($count in all)" >&2
     fi
 }
 
@@ -41,20 +39,17 @@ for path in "${read_paths[@]}"; do
     if [ -e "$path" ]; then
         existing+=("$path")
     else
-        echo "error: $path is missing from the image" >&2
-        problems=1
+        report "missing from the image" "$path"
     fi
 done
-find "${existing[@]}" \( -type f ! -perm -o=r \) -o \( -type d ! -perm -o=rx \) \
-    -printf '%M %u %p\n' |
-    report "not readable by other users (chmod a+rX them in the step that wrote them)"
-
-find "$HOME" -mindepth 0 \( -type d ! -perm -1777 \) -printf '%M %u %p\n' |
-    report "directories under HOME that other users cannot write to (mode 1777 expected)"
-find "$HOME" -mindepth 1 ! -type d -printf '%M %u %p\n' |
-    report "files a build step left under HOME (run such steps with a HOME of their own)"
-find /tmp -maxdepth 0 ! -perm -1777 -printf '%M %u %p\n' |
-    report "/tmp is not writable by everyone"
+report "not readable by other users (chmod a+rX them in the step that wrote them)" \
+    "$(find "${existing[@]}" \( \( -type f ! -perm -o=r \) -o \( -type d ! -perm -o=rx \) \) \
+        -printf '%M %u %p\n')"
+report "directories under HOME that other users cannot write to (mode 1777 expected)" \
+    "$(find "$HOME" -type d ! -perm -1777 -printf '%M %u %p\n')"
+report "files a build step left under HOME (run such steps with a HOME of their own)" \
+    "$(find "$HOME" -mindepth 1 ! -type d -printf '%M %u %p\n')"
+report "/tmp is not writable by everyone" "$(find /tmp -maxdepth 0 ! -perm -1777 -printf '%M %u %p\n')"
 
 if [ "$problems" -ne 0 ]; then
     echo "The image would fail for the arbitrary, non-root user YMIR runs it as." >&2
