@@ -846,6 +846,43 @@ def test_cli_run_with_image(devkit, image, chain, work_base):
 
 @container
 @docker_group
+def test_a_private_checkout_builds_an_image_any_user_can_run(
+    engine, base_image, cookies_session, wheelhouse
+):
+    """A checkout made under a strict umask (077: files 0600, folders 0700, as on hardened
+    servers) must still give an image the arbitrary uid can run: ``COPY`` keeps the
+    context's modes, so the build makes what it copied readable itself."""
+    project = bake(
+        cookies_session, executor_name="Private Checkout", framework="none", cuda_variants="cpu"
+    )
+    add_wheels(project, wheelhouse.glob("*.whl"))
+    for path in [project, *project.rglob("*")]:
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    tag = f"ymir-template-test/private-checkout:cpu-{uuid.uuid4().hex[:8]}"
+    try:
+        build(engine, project, base_image, tag)
+        completed = engine.docker(
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            RUN_USER,
+            tag,
+            "bash",
+            "-c",
+            "cat /img-man/manifest.yaml /img-man/training-template.yaml > /dev/null "
+            "&& test -r /usr/bin/start.sh && python3 -c 'import private_checkout.tasks.training' "
+            "&& echo usable",
+            check=False,
+        )
+        assert completed.stdout.strip() == "usable", completed.stdout + completed.stderr
+    finally:
+        engine.docker("image", "rm", "--force", tag, check=False)
+
+
+@container
+@docker_group
 def test_make_container_check(devkit, image, base_image, project, work_base):
     """The generated Makefile's container-check: build VARIANT, registration, chain --image (what
     the generated images workflow runs too). The build hits the cache of the image fixture's."""
