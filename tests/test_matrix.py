@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 import tomllib
 
@@ -27,6 +26,7 @@ from conftest import (
     TEMPLATE,
     bake,
     expected_files,
+    make,
     project_files,
     run,
     task_answers,
@@ -51,13 +51,6 @@ RESERVED_KEYS = {
     "model_params_path",
     "object_type",
 }
-
-
-def make() -> str:
-    found = shutil.which("make")
-    if not found:
-        pytest.fail("make is not installed; the generated projects' commands are make targets")
-    return found
 
 
 def check_no_jinja(project):
