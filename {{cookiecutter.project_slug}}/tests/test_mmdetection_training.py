@@ -314,14 +314,41 @@ def packaged_stage(tmp_path_factory) -> Path:
     return tar
 
 
-def test_fine_tuning_from_a_packaged_stage(tmp_path: Path, packaged_stage: Path, capsys) -> None:
-    work = training_work(tmp_path / "work", pretrained=packaged_stage, model=DEFAULT_MODEL, **SMOKE)
-    status, last = train(work, capsys)
-    assert status == 0, last
+def trained_parameters(path: Path) -> dict:
+    """A checkpoint's learnt tensors (not BatchNorm's running statistics, which a training step
+    updates whatever the learning rate)."""
+    state = checkpoint.load_checkpoint(path)["state_dict"]
+    return {
+        key: value
+        for key, value in state.items()
+        if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    }
+
+
+def test_fine_tuning_from_a_packaged_stage(tmp_path: Path, packaged_stage: Path, caplog) -> None:
+    """The package's weights are loaded and kept, the class-dependent head included: with a
+    learning rate too small to change anything, every trained parameter is the package's."""
+    work = training_work(
+        tmp_path / "work",
+        pretrained=packaged_stage,
+        model=DEFAULT_MODEL,
+        **dict(SMOKE, learning_rate=1e-12),
+    )
+    with caplog.at_level("INFO"):
+        status, _last = train(work)
+    assert status == 0
+    assert "re-initialising" not in caplog.text
     assert_valid(work)
-    log = work / "out" / "ymir-executor-out.log"
-    text = capsys.readouterr().err + (log.read_text(encoding="utf-8") if log.is_file() else "")
-    assert "re-initialising" not in text
+    packaged = trained_parameters(next((work / "in" / "models").rglob("model.pth")))
+    for stage in ("best", "last"):
+        tuned = trained_parameters(work / "out" / "models" / stage / "model.pth")
+        assert set(tuned) == set(packaged), stage
+        changed = [
+            key
+            for key, value in packaged.items()
+            if not torch.allclose(tuned[key].float(), value.float(), atol=1e-6)
+        ]
+        assert not changed, f"{stage}: {len(changed)} of {len(packaged)} changed: {changed[:5]}"
 
 
 def test_fine_tuning_with_other_classes_reinitialises_the_head(
