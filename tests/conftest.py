@@ -213,6 +213,14 @@ def run(command: list[str], cwd: Path | None = None, timeout: int = 600, **kwarg
     return completed
 
 
+def make() -> str:
+    """``make``: the generated projects' commands are its targets."""
+    found = shutil.which("make")
+    if not found:
+        pytest.fail("make is not installed; the generated projects' commands are make targets")
+    return found
+
+
 def tool(name: str) -> str:
     """A command-line tool from this interpreter's environment (or PATH)."""
     candidate = Path(sys.executable).with_name(name)

@@ -1,7 +1,9 @@
-"""Generated projects for real: installed into fresh virtual environments (from their own
-pyproject.toml, and for the reference frameworks with their own scripts/install-cpu-stack.sh),
-their own test suites passing, and the devkit chain (train -> model package -> infer / mine /
-mine+infer) passing for the modern and the legacy protocol.
+"""Generated projects for real, through the make targets their README gives: installed into
+fresh virtual environments (``make install``: pip's editable install for the stubs, the
+project's own scripts/install-cpu-stack.sh for the reference frameworks), their own test suites
+passing (``make test``), and the devkit chain (train -> model package -> infer / mine /
+mine+infer) passing for the modern and the legacy protocol (``make run-local``, one step checked
+again with ``make verify``); ``make benchmark`` runs one tiny benchmark.
 
 These tests install packages, so they are marked slow; ``-m "not slow"`` skips them.
 
@@ -14,12 +16,13 @@ all, on one xdist worker beside the rest; each bake gets a venv of its own). The
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import venv
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE, bake, run, task_answers
+from conftest import TEMPLATE, bake, make, run, task_answers
 
 # Stub executors: one bake per target with every task, and the smallest task subsets.
 STUB_BAKES = {
@@ -55,10 +58,6 @@ pytestmark = pytest.mark.slow
 stub_group = pytest.mark.xdist_group("stub-projects")
 
 
-def package_of(name: str) -> str:
-    return f"gen_{name.replace('-', '_')}"
-
-
 def bake_all(cookies_session, bakes: dict, framework: str) -> dict:
     return {
         name: bake(
@@ -80,12 +79,11 @@ def new_venv(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stub_projects(cookies_session, tmp_path_factory):
-    """The stub bakes installed (non-editable, with their dev extra) into one fresh venv."""
+    """The stub bakes installed into one fresh venv by their ``make install``."""
     projects = bake_all(cookies_session, STUB_BAKES, "none")
     python = new_venv(tmp_path_factory)
-    requirements = [f"{project}[dev]" for project in projects.values()]
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    run([*pip, *requirements], timeout=1200)
+    for project in projects.values():
+        run([make(), "install", f"PYTHON={python}"], cwd=project, timeout=1200, env=clean_env())
     return python, projects
 
 
@@ -98,7 +96,7 @@ def framework_installs() -> dict:
 @pytest.fixture
 def framework_project(request, framework_installs, cookies_session, tmp_path_factory):
     """``(name, python, project)``: the framework bake the test names, baked and installed
-    into a fresh venv by its own scripts/install-cpu-stack.sh on first use."""
+    into a fresh venv by its ``make install`` (its scripts/install-cpu-stack.sh) on first use."""
     name = request.param
     if name not in framework_installs:
         project = bake(
@@ -109,12 +107,9 @@ def framework_project(request, framework_installs, cookies_session, tmp_path_fac
             **FRAMEWORK_BAKES[name],
         )
         python = new_venv(tmp_path_factory)
-        environment = {
-            **clean_env(),
-            "PYTHON": str(python),
-            "MMCV_WHEELHOUSE": str(MMCV_WHEELHOUSE),
-        }
-        run(["bash", "scripts/install-cpu-stack.sh"], cwd=project, timeout=3600, env=environment)
+        environment = {**clean_env(), "MMCV_WHEELHOUSE": str(MMCV_WHEELHOUSE)}
+        command = [make(), "install", f"PYTHON={python}"]
+        run(command, cwd=project, timeout=3600, env=environment)
         framework_installs[name] = (python, project)
     return (name, *framework_installs[name])
 
@@ -138,43 +133,44 @@ def clean_env():
     }
 
 
-def run_suite(python: Path, project: Path) -> None:
-    completed = subprocess.run(
-        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+def run_make(project: Path, target: str, python: Path, *settings: str):
+    """``make <target> PYTHON=<python> <settings>`` in the project; its completed process."""
+    return subprocess.run(
+        [make(), target, f"PYTHON={python}", *settings],
         cwd=project,
         capture_output=True,
         text=True,
         timeout=3000,
         env=clean_env(),
     )
+
+
+def run_suite(python: Path, project: Path) -> None:
+    completed = run_make(project, "test", python)
     assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-3000:]
     assert " passed" in completed.stdout
 
 
-def run_chain(python: Path, package: str, work: Path, protocol: str, target: str) -> None:
-    completed = subprocess.run(
-        [
-            str(python),
-            "-m",
-            f"{package}.devkit",
-            "chain",
-            "--work",
-            str(work),
-            "--protocol",
-            protocol,
-            *QUICK_PARAMS,
-        ],
-        cwd=work.parent,
-        capture_output=True,
-        text=True,
-        timeout=3000,
-        env=clean_env(),
+def run_chain(python: Path, project: Path, work: Path, protocol: str, target: str) -> None:
+    """``make run-local`` for one protocol, then ``make verify`` on one of its steps again."""
+    completed = run_make(
+        project,
+        "run-local",
+        python,
+        f"WORK={work}",
+        f"PROTOCOL={protocol}",
+        "RUN_LOCAL_ARGS=" + " ".join(QUICK_PARAMS),
     )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-6000:]
     if protocol == "legacy" and target != "detection":
         # YMIR 1.1 had no segmentation: the executor must refuse with 300005.
         assert "300005" in output
+        return
+    steps = sorted(path.parent.parent for path in work.rglob("out/monitor.txt"))
+    assert steps, f"no step of the chain under {work}"
+    verified = run_make(project, "verify", python, f"WORK={steps[-1]}")
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
 
 
 @stub_group
@@ -188,9 +184,9 @@ def test_stub_test_suite_passes(stub_projects, name):
 @pytest.mark.parametrize("protocol", ["1.1.0", "legacy"])
 @pytest.mark.parametrize("name", sorted(STUB_BAKES))
 def test_stub_devkit_chain_passes(stub_projects, tmp_path, name, protocol):
-    python, _projects = stub_projects
+    python, projects = stub_projects
     target = STUB_BAKES[name]["target"]
-    run_chain(python, package_of(name), tmp_path / "work", protocol, target)
+    run_chain(python, projects[name], tmp_path / "work", protocol, target)
 
 
 @pytest.mark.parametrize("framework_project", framework_bakes(), indirect=True)
@@ -204,6 +200,19 @@ def test_framework_test_suite_passes(framework_project):
     "framework_project", framework_bakes("mmdet-det", "mmdet-ins", "mmseg-sem"), indirect=True
 )
 def test_framework_devkit_chain_passes(framework_project, tmp_path, protocol):
-    name, python, _project = framework_project
+    name, python, project = framework_project
     target = FRAMEWORK_BAKES[name]["target"]
-    run_chain(python, package_of(name), tmp_path / "work", protocol, target)
+    run_chain(python, project, tmp_path / "work", protocol, target)
+
+
+@pytest.mark.parametrize("framework_project", framework_bakes("mmdet-det"), indirect=True)
+def test_make_benchmark_runs_a_tiny_benchmark(framework_project):
+    _name, python, project = framework_project
+    tiny = "--models rtmdet_tiny --device cpu --images 2 --image-width 96 --image-height 64"
+    tiny += " --img-size 64 --batch-size 2 --workers 0 --rounds 1"
+    completed = run_make(
+        project, "benchmark", python, "BENCHMARK=inference", f"BENCHMARK_ARGS={tiny}"
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "== benchmarks/mmdetection_inference.py" in completed.stdout
+    assert re.search(r"^rtmdet_tiny\s+[0-9]", completed.stdout, re.M), completed.stdout

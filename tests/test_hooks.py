@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
 import tomllib
 
 import pytest
@@ -37,6 +40,12 @@ BAD_ANSWERS = [
     (
         {"framework": "mmdetection", "target": "semantic-segmentation"},
         "framework mmdetection does not do semantic-segmentation",
+    ),
+    # Each part within its own limit, the tag (ymir<version>-<slug>-<variant>-<tasks>) beyond
+    # Docker's 128 characters.
+    (
+        {"project_slug": "a" * 50, "ymir_version": "2.5." + "0" * 70},
+        "is longer than 128; shorten project_slug",
     ),
 ]
 
@@ -106,3 +115,108 @@ def test_post_gen_is_idempotent(cookies, tmp_path):
     assert project_files(first) == project_files(second)
     for name in project_files(first):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+# --- a refusal ends with one command that reproduces the answers -------------------------------
+
+
+def cookiecutter_cli(cwd, *args, answers=None):
+    """The cookiecutter command line as a user runs it, in ``cwd`` (a shell's PWD too)."""
+    return subprocess.run(
+        [tool("cookiecutter"), *args],
+        cwd=cwd,
+        input=answers,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PWD": str(cwd)},
+    )
+
+
+def printed_command(stderr):
+    """The refusal's command as arguments (without the note) and the note after ``#``."""
+    (line,) = [line for line in stderr.splitlines() if line.startswith("    cookiecutter ")]
+    command, _, note = line.partition("  # ")
+    return shlex.split(command), note
+
+
+def recorded_answers(project):
+    return json.loads((project / ".cookiecutter.json").read_text(encoding="utf-8"))[
+        "default_context"
+    ]
+
+
+# The questions in order, answered as a new user did: a name, semantic segmentation (the second
+# target), no mining, cu121 and cpu, and at question 14 "MMDetection 3.3", which cannot do it.
+INTERACTIVE = [
+    "Road Damage Detector",
+    *[""] * 2,
+    "2",
+    *[""] * 6,
+    "no",
+    "",
+    "cu121,cpu",
+    "3",
+]
+
+
+def test_refused_interactive_answers_come_back_as_one_corrected_command(tmp_path):
+    refused = cookiecutter_cli(tmp_path, str(TEMPLATE), answers="\n".join(INTERACTIVE) + "\n")
+    assert refused.returncode != 0
+    assert "ERROR: framework mmdetection does not do semantic-segmentation" in refused.stderr
+    assert "--replay" not in refused.stderr  # it would replay the same refused answers
+    assert list(tmp_path.iterdir()) == []
+    command, note = printed_command(refused.stderr)
+    # Every answer given, the refused one corrected (the fix is unambiguous), nothing to change.
+    assert command == [
+        "cookiecutter",
+        "--no-input",
+        str(TEMPLATE),
+        "executor_name=Road Damage Detector",
+        "target=semantic-segmentation",
+        "task_mining=no",
+        "cuda_variants=cu121,cpu",
+        "framework=auto",
+    ]
+    assert note == ""
+
+    generated = cookiecutter_cli(tmp_path, *command[1:])
+    assert generated.returncode == 0, generated.stderr
+    answers = recorded_answers(tmp_path / "road-damage-detector")
+    assert answers["executor_name"] == "Road Damage Detector"
+    assert answers["target"] == "semantic-segmentation"
+    assert answers["task_mining"] is False and answers["task_training"] is True
+    assert answers["cuda_variants"] == "cu121,cpu"
+    assert answers["framework"] == "auto"
+
+
+def test_refused_answer_to_change_is_named_and_derived_ones_follow(tmp_path):
+    long_name = "Road Damage Detector For The Municipal Maintenance Office"  # 57 characters
+    refused = cookiecutter_cli(
+        tmp_path,
+        "--no-input",
+        str(TEMPLATE),
+        f"executor_name={long_name}",
+        "cuda_variants=cu121,cpu,cu121",
+        'author_name=O\'Brien "Q"',
+    )
+    assert refused.returncode != 0
+    assert "ERROR: executor_name has 57 characters" in refused.stderr
+    assert list(tmp_path.iterdir()) == []
+    command, note = printed_command(refused.stderr)
+    assert command[:3] == ["cookiecutter", "--no-input", str(TEMPLATE)]
+    # The duplicate is dropped (the only fix); the long name is last and named, and the slug,
+    # refused too, is not pinned: it follows the name once that is changed.
+    assert command[3:] == [
+        'author_name=O\'Brien "Q"',
+        "cuda_variants=cu121,cpu",
+        f"executor_name={long_name}",
+    ]
+    assert note == "change executor_name; project_slug (it follows executor_name)"
+
+    command[-1] = "executor_name=Road Damage Detector"
+    generated = cookiecutter_cli(tmp_path, *command[1:])
+    assert generated.returncode == 0, generated.stderr
+    answers = recorded_answers(tmp_path / "road-damage-detector")
+    assert answers["cuda_variants"] == "cu121,cpu"
+    assert answers["author_name"] == 'O\'Brien "Q"'

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tomllib
 
 import hcl2
@@ -25,6 +26,7 @@ from conftest import (
     TEMPLATE,
     bake,
     expected_files,
+    make,
     project_files,
     run,
     task_answers,
@@ -268,21 +270,16 @@ def test_bake_matrix(cookies, target, framework, letters, cuda_set):
     run([tool("hadolint"), "--config", ".hadolint.yaml", *dockerfiles], cwd=project)
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_generated_sources_run_on_python_38(cookies, target):
-    """The cu111 / cu113 bases ship Python 3.8: the generated code must not need newer."""
-    project = bake(cookies, target=target)
-    run(
-        [
-            tool("vermin"),
-            "--no-tips",
-            "--violations",
-            "-t=3.8-",
-            "src",
-            "tests",
-        ],
-        cwd=project,
-    )
+@pytest.mark.parametrize(("target", "framework"), TARGETS_AND_FRAMEWORKS)
+def test_generated_sources_run_on_python_38(cookies, target, framework):
+    """The cu111 / cu113 bases ship Python 3.8: the generated code must not need newer, stubs
+    included. Checked by the generated ``make lint`` (ruff, the format check, vermin), which must
+    also fail when vermin leaves a file out of its verdict (it read devkit/synth.py's
+    ``bytes.decode`` calls as Python 2 code and exited 0)."""
+    project = bake(cookies, target=target, framework=framework)
+    completed = run([make(), "lint", f"PYTHON={sys.executable}"], cwd=project)
+    assert "Minimum required versions: 3." in completed.stdout, completed.stdout
+    assert "incompatible versions" not in completed.stdout.replace("Incompatible versions:", "")
 
 
 def test_every_matrix_line_renders_a_dockerfile(cookies):

@@ -105,6 +105,40 @@ def test_confidence_threshold_filters(tmp_path_factory, tmp_path: Path) -> None:
     assert all(score(item) >= 0.03 for item in high_items)
 
 
+def test_iou_threshold_changes_what_is_kept(tmp_path_factory, tmp_path: Path) -> None:
+    """Through config.yaml as the platform writes it: a lower NMS IoU keeps fewer of the many
+    overlapping boxes an untrained head predicts. (Their IoU in the result is not the NMS's:
+    boxes are scaled back to the image, clipped to it and rounded.)"""
+    tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
+    loose = prepare(tmp_path / "loose", "infer", tar, iou_threshold=0.95)
+    strict = prepare(tmp_path / "strict", "infer", tar, iou_threshold=0.2)
+    assert main(loose.env_file) == 0 and main(strict.env_file) == 0
+    counts = [sum(map(len, predictions(syn).values())) for syn in (loose, strict)]
+    assert counts[0] > counts[1] > 0, counts
+
+
+@pytest.mark.parametrize("value", [1.5, -0.2, "half"])
+def test_iou_threshold_out_of_range_is_300001(tmp_path_factory, tmp_path: Path, value) -> None:
+    tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
+    syn = prepare(tmp_path / "work", "infer", tar, iou_threshold=value)
+    assert main(syn.env_file) == 1
+    assert monitor_code(syn) == (4, 300001)
+    assert not Path(syn.env["output"]["infer_result_file"]).exists()
+
+
+def test_fp16_on_the_cpu_is_ignored_and_says_so(tmp_path_factory, tmp_path: Path, caplog) -> None:
+    """fp16 is for GPUs: on the CPU the task runs in full precision, says so in its log, and
+    predicts exactly what it predicts without fp16."""
+    tar = untrained_mmdetection_package(tmp_path_factory, DEFAULT_MODEL)
+    full = prepare(tmp_path / "full", "infer", tar)
+    half = prepare(tmp_path / "half", "infer", tar, fp16=True)
+    assert main(full.env_file) == 0
+    with caplog.at_level(logging.INFO):
+        assert main(half.env_file) == 0
+    assert "fp16 is for GPUs" in caplog.text
+    assert predictions(half) == predictions(full)
+
+
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
 def test_thresholds_reach_the_heads(tmp_path_factory, tmp_path: Path, model_name: str) -> None:
     package = installed_package(tmp_path_factory, tmp_path, model_name)

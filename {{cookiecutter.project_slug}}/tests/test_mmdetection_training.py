@@ -9,6 +9,7 @@ the devkit verifier, like the platform would read it. No weights are downloaded 
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import tarfile
@@ -302,6 +303,29 @@ def test_learning_check(tmp_path: Path, capsys) -> None:
     assert baseline.get(AT_50, 0.0) < 0.05, baseline
 
 
+@pytest.mark.slow
+def test_val_interval_and_max_keep_checkpoints(tmp_path: Path, capsys) -> None:
+    """Through config.yaml: evaluations (and checkpoints) every val_interval epochs and after
+    the last, and max_keep_checkpoints of them kept: epochs 2, 4, 5 of 5, none deleted at 3."""
+    params = dict(SMOKE, epochs=5, val_interval=2, max_keep_checkpoints=3)
+    work = training_work(tmp_path / "work", model=DEFAULT_MODEL, **params)
+    status, last = train(work, capsys)
+    assert status == 0, last
+    assert_valid(work)
+    kept = sorted(path.name for path in (work / "out").rglob("epoch_*.pth"))
+    assert kept == ["epoch_2.pth", "epoch_4.pth", "epoch_5.pth"]
+    # Two are kept at most, and the oldest goes first.
+    fewer = training_work(
+        tmp_path / "fewer", model=DEFAULT_MODEL, **dict(params, max_keep_checkpoints=2)
+    )
+    status, last = train(fewer, capsys)
+    assert status == 0, last
+    assert sorted(path.name for path in (fewer / "out").rglob("epoch_*.pth")) == [
+        "epoch_4.pth",
+        "epoch_5.pth",
+    ]
+
+
 @pytest.fixture(scope="module")
 def packaged_stage(tmp_path_factory) -> Path:
     """A model package (the platform's tar) of a one-epoch default-model training."""
@@ -314,14 +338,41 @@ def packaged_stage(tmp_path_factory) -> Path:
     return tar
 
 
-def test_fine_tuning_from_a_packaged_stage(tmp_path: Path, packaged_stage: Path, capsys) -> None:
-    work = training_work(tmp_path / "work", pretrained=packaged_stage, model=DEFAULT_MODEL, **SMOKE)
-    status, last = train(work, capsys)
-    assert status == 0, last
+def trained_parameters(path: Path) -> dict:
+    """A checkpoint's learnt tensors (not BatchNorm's running statistics, which a training step
+    updates whatever the learning rate)."""
+    state = checkpoint.load_checkpoint(path)["state_dict"]
+    return {
+        key: value
+        for key, value in state.items()
+        if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    }
+
+
+def test_fine_tuning_from_a_packaged_stage(tmp_path: Path, packaged_stage: Path, caplog) -> None:
+    """The package's weights are loaded and kept, the class-dependent head included: with a
+    learning rate too small to change anything, every trained parameter is the package's."""
+    work = training_work(
+        tmp_path / "work",
+        pretrained=packaged_stage,
+        model=DEFAULT_MODEL,
+        **dict(SMOKE, learning_rate=1e-12),
+    )
+    with caplog.at_level("INFO"):
+        status, _last = train(work)
+    assert status == 0
+    assert "re-initialising" not in caplog.text
     assert_valid(work)
-    log = work / "out" / "ymir-executor-out.log"
-    text = capsys.readouterr().err + (log.read_text(encoding="utf-8") if log.is_file() else "")
-    assert "re-initialising" not in text
+    packaged = trained_parameters(next((work / "in" / "models").rglob("model.pth")))
+    for stage in ("best", "last"):
+        tuned = trained_parameters(work / "out" / "models" / stage / "model.pth")
+        assert set(tuned) == set(packaged), stage
+        changed = [
+            key
+            for key, value in packaged.items()
+            if not torch.allclose(tuned[key].float(), value.float(), atol=1e-6)
+        ]
+        assert not changed, f"{stage}: {len(changed)} of {len(packaged)} changed: {changed[:5]}"
 
 
 def test_fine_tuning_with_other_classes_reinitialises_the_head(
@@ -478,6 +529,38 @@ def test_gpu_requested_but_absent_is_300102(tmp_path: Path, capsys) -> None:
     work = training_work(tmp_path / "work", gpu_id="0", gpu_count=1, **SMOKE)
     status, last = train(work, capsys)
     assert_failed(work, status, last, 300102)
+
+
+def test_gpu_the_image_cannot_drive_is_300101(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A task on a GPU whose architecture the image's torch was not built for stops before
+    any work with 300101 (a Pascal GPU under a torch for Volta and newer, simulated)."""
+    # mmengine decides its default device once, when first imported: not under the fake GPU.
+    import mmengine.device  # noqa: F401
+
+    work = training_work(tmp_path / "work", gpu_id="0", gpu_count=1, **SMOKE)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_70", "sm_80", "sm_90"])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (6, 1))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Tesla P4")
+    status, last = train(work, capsys)
+    assert_failed(work, status, last, 300101)
+    assert "sm_61" in last
+    assert not (work / "out" / "models" / "result.yaml").exists()
+
+
+def test_a_download_the_task_attempts_is_300301(tmp_path: Path, capsys) -> None:
+    """Tasks may run without network; a URL put into cfg_options is downloaded by mmengine
+    and, offline, fails with 300301 (here: a local port nothing listens on, refused at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/{DEFAULT_MODEL}.pth"
+    work = training_work(tmp_path / "work", cfg_options=f"load_from={url}", **SMOKE)
+    status, last = train(work, capsys)
+    assert_failed(work, status, last, 300301)
+    assert "download" in last and "cfg_options" in last
+    assert not (work / "out" / "models" / "result.yaml").exists()
 
 
 # ---------------------------------------------------------------------------------------------

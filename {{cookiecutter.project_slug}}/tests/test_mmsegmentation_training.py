@@ -72,6 +72,17 @@ def result_yaml(syn) -> dict:
 
 
 @pytest.mark.slow
+def test_val_interval_and_max_keep_checkpoints(tmp_path: Path) -> None:
+    """Through config.yaml: checkpoints every val_interval iterations and after the last,
+    max_keep_checkpoints of them kept (iterations 4, 6 and 7 of 7; 2 deleted)."""
+    syn, status = train(tmp_path / "work", max_iters=7, val_interval=2, max_keep_checkpoints=3)
+    assert status == 0
+    assert_verified(syn)
+    kept = sorted(path.name for path in Path(syn.work_dir, "out").rglob("iter_*.pth"))
+    assert kept == ["iter_4.pth", "iter_6.pth", "iter_7.pth"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_model_trains_evaluates_and_infers(tmp_path: Path, name: str) -> None:
     syn, code = train(tmp_path / "train", model=name)

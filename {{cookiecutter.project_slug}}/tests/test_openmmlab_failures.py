@@ -1,6 +1,10 @@
-"""Exceptions -> executor codes: CUDA mismatch, no GPU, out of memory, NaN loss, bad weights."""
+"""Exceptions -> executor codes: CUDA mismatch, no GPU, out of memory, NaN loss, bad weights,
+failed downloads; and the GPU checks' decisions on a (simulated) GPU machine."""
 
 from __future__ import annotations
+
+import socket
+from urllib.error import URLError
 
 import pytest
 import torch
@@ -70,6 +74,15 @@ def chained(outer: BaseException, inner: BaseException) -> BaseException:
             RuntimeError("Error(s) in loading state_dict for RTMDet: size mismatch for x"),
             ErrorCode.MODEL,
         ),
+        (URLError(ConnectionRefusedError(111, "Connection refused")), ErrorCode.NETWORK),
+        (socket.gaierror(-3, "Temporary failure in name resolution"), ErrorCode.NETWORK),
+        (
+            RuntimeError(
+                "HTTPSConnectionPool(host='download.openmmlab.com', port=443): Max retries "
+                "exceeded with url: /mmdetection/v3.0/rtmdet/x.pth"
+            ),
+            ErrorCode.NETWORK,
+        ),
     ],
 )
 def test_known_failures_get_their_code(error: BaseException, code: ErrorCode) -> None:
@@ -88,6 +101,19 @@ def test_oom_by_type() -> None:
 def test_causes_are_searched() -> None:
     error = chained(RuntimeError("training failed"), MemoryError())
     assert failures.classify(error).code == ErrorCode.OUT_OF_MEMORY
+
+
+def test_a_dead_worker_is_memory_not_network() -> None:
+    # DataLoader reports a killed worker with the queue's broken connection as the cause.
+    error = chained(
+        RuntimeError("DataLoader worker (pid(s) 4711) exited unexpectedly"),
+        ConnectionResetError(104, "Connection reset by peer"),
+    )
+    assert failures.classify(error).code == ErrorCode.OUT_OF_MEMORY
+
+
+def test_a_file_error_is_not_network() -> None:
+    assert failures.classify(FileNotFoundError(2, "No such file", "/weights/x.pth")) is None
 
 
 def test_executor_errors_pass_through() -> None:
@@ -122,6 +148,41 @@ def test_gpu_requested_but_absent_is_300102() -> None:
         with pytest.raises(ExecutorError) as raised:
             failures.check_devices([0])
     assert raised.value.code == ErrorCode.NO_GPU
+
+
+class FakeCuda:
+    """torch.cuda as a machine with one GPU of compute capability ``capability`` shows it."""
+
+    def __init__(self, capability: tuple, arch_list: list) -> None:
+        self.capability, self.arch_list = capability, arch_list
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(self.arch_list))
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: self.capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Test GPU")
+
+
+def test_gpu_of_an_architecture_the_image_lacks_is_300101(monkeypatch) -> None:
+    """The decision itself, not a message: a Pascal GPU (sm_61) under a torch built for Volta
+    and newer (the cu124+ lines) is refused; a newer one (sm_89) runs on sm_86 cubins."""
+    FakeCuda((6, 1), ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]).install(monkeypatch)
+    with pytest.raises(ExecutorError) as raised:
+        failures.check_devices([0])
+    assert raised.value.code == ErrorCode.CUDA_GPU
+    assert "sm_61" in raised.value.message
+    FakeCuda((8, 9), ["sm_70", "sm_75", "sm_80", "sm_86"]).install(monkeypatch)
+    failures.check_devices([0])
+
+
+def test_more_gpus_than_visible_is_300102(monkeypatch) -> None:
+    FakeCuda((8, 0), ["sm_80"]).install(monkeypatch)
+    failures.check_devices([0])
+    with pytest.raises(ExecutorError) as raised:
+        failures.check_devices([0, 1])
+    assert raised.value.code == ErrorCode.NO_GPU
+    assert "only 1 GPU" in raised.value.message
 
 
 def test_architecture_support_rules() -> None:

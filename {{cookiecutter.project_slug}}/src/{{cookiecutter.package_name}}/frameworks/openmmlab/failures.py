@@ -9,6 +9,9 @@ its code (``contract.errors.ErrorCode``) instead of ending as a generic containe
 - 300103 ``OUT_OF_MEMORY``: GPU or host memory, including the shared memory (``/dev/shm``)
   that DataLoader workers pass batches through (a "bus error" in a worker);
 - 300201 ``NAN``: the training loss became NaN or infinite (learning rate too high, bad data);
+- 300301 ``NETWORK``: a download failed. Tasks may run without network, and nothing the
+  executor itself loads is downloaded (weights are baked into the image, config URLs are
+  stripped), so this is a URL the operator put in (``cfg_options``, e.g. ``load_from``);
 - 300004 ``MODEL``: weights that cannot be loaded or do not fit the model.
 
 :func:`classify` looks at the exception and its causes (type first, then message), because
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from typing import Iterator, Sequence
+from urllib.error import URLError
 
 from ...contract.errors import ErrorCode, ExecutorError
 
@@ -91,6 +96,17 @@ _PATTERNS: tuple[tuple[ErrorCode, tuple[str, ...], str], ...] = (
         "use an image variant built for this GPU and driver (see the README's variant table)",
     ),
     (
+        ErrorCode.NETWORK,
+        (
+            "urlopen error",
+            "name or service not known",
+            "temporary failure in name resolution",
+            "max retries exceeded with url",
+        ),
+        "tasks may run without network: bake the weights into the image (BAKE_WEIGHTS) or "
+        "take the URL out of cfg_options",
+    ),
+    (
         ErrorCode.MODEL,
         (
             "pytorchstreamreader failed",
@@ -110,6 +126,7 @@ _WHAT = {
     ErrorCode.NO_GPU: "no usable GPU",
     ErrorCode.CUDA_GPU: "the image's CUDA build does not fit this GPU or driver",
     ErrorCode.MODEL: "the model weights cannot be used",
+    ErrorCode.NETWORK: "a download failed",
 }
 
 
@@ -128,6 +145,9 @@ def classify(error: BaseException) -> ExecutorError | None:
         for code, fragments, _hint in _PATTERNS:
             if any(fragment in text for fragment in fragments):
                 return _make(code, item)
+    for item in chain:
+        if _is_network(item):
+            return _make(ErrorCode.NETWORK, item)
     return None
 
 
@@ -225,6 +245,12 @@ def _by_type(error: BaseException) -> ErrorCode | None:
     if type(error).__name__ == "OutOfMemoryError":
         return ErrorCode.OUT_OF_MEMORY
     return None
+
+
+def _is_network(error: BaseException) -> bool:
+    """urllib's URLError and socket errors (DNS, refused, unreachable, timed out). Tried after
+    the messages: a dead DataLoader worker surfaces with a ConnectionResetError as its cause."""
+    return isinstance(error, (URLError, ConnectionError, socket.gaierror, socket.timeout))
 
 
 def _make(code: ErrorCode, error: BaseException) -> ExecutorError:
