@@ -1,7 +1,8 @@
 """Command line of the devkit: ``python -m <package>.devkit {synth,run,verify,chain}``.
 
     synth  --work DIR --task training|mining|infer|mining+infer [--protocol 1.1.0|1.0.0|legacy]
-           [--format ark|voc|coco|seg-coco] [--config-variant as-is|drop-empty|drop-falsy|strings]
+           [--platform 1.1|2.0|...|2.5] [--format ark|voc|coco|seg-coco]
+           [--config-variant as-is|drop-empty|drop-falsy|strings]
            [--images DIR] [--single-image] [--model TAR|DIR] [--pretrained TAR|DIR] ...
     run    --work DIR [--timeout S] [--image IMAGE [--user UID:GID] [--shm-size S] [--docker CLI]]
     verify --work DIR
@@ -56,7 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     synth = commands.add_parser("synth", help="write a YMIR-shaped <work>/in and empty <work>/out")
     synth.add_argument("--work", required=True, type=Path, help="work dir (created)")
     synth.add_argument("--task", required=True, choices=synth_module.TASKS)
-    synth.add_argument("--protocol", default="1.1.0", choices=PROTOCOL_CHOICES)
+    versions = synth.add_mutually_exclusive_group()
+    versions.add_argument("--protocol", default="1.1.0", choices=PROTOCOL_CHOICES)
+    versions.add_argument(
+        "--platform",
+        choices=synth_module.PLATFORMS,
+        help="one YMIR version's files (default: 2.5's, with --protocol): its protocol, its "
+        "env.yaml and config.yaml keys, and no annotations (empty train / val indexes) for a "
+        "--format it does not export, e.g. coco before 2.5",
+    )
     synth.add_argument(
         "--format",
         dest="annotation_format",
@@ -218,6 +227,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         single_image=args.single_image,
         params=dict(args.params),
+        platform=args.platform,
     )
     print(
         f"synthesized {result.task} (object_type {result.object_type}, protocol {result.protocol})"
@@ -230,6 +240,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             f"  dataset:    {len(result.train_images)} train + {len(result.val_images)} val "
             f"images, {result.annotation_format} annotations"
         )
+        if result.train_index is not None and not result.train_index.stat().st_size:
+            print(
+                f"  warning: YMIR {args.platform} does not export {result.annotation_format}: "
+                "no annotations, empty train and val indexes (as that version leaves them)"
+            )
     else:
         print(f"  candidates: {len(result.candidates)} ({result.candidate_index})")
         if not result.model_params:
