@@ -84,6 +84,7 @@ def expected_files(
         "contract/monitor.py",
         "contract/params.py",
         "contract/results.py",
+        "contract/tensorboard.py",
         "devkit/__init__.py",
         "devkit/__main__.py",
         "devkit/chain.py",
@@ -107,6 +108,7 @@ def expected_files(
         "test_monitor.py",
         "test_params.py",
         "test_results.py",
+        "test_tensorboard.py",
         "test_verify.py",
         "test_atomic.py",
     ]

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from PIL import Image
 
-from . import dataset, images, models
+from . import dataset, images, models, tensorboard
 from .env import Env
 from .errors import ErrorCode, ExecutorError
 from .params import Params
@@ -59,6 +59,14 @@ class TaskContext:
         path = self.env.output.root_dir / "work"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def tensorboard(self) -> tensorboard.ScalarWriter:
+        """TensorBoard scalars in ``env.output.tensorboard_dir``: YMIR shows them as the
+        training's curves (``ctx.tensorboard.add_scalars({"train/loss": 0.4}, step)``)."""
+        if "tensorboard" not in self._cache:
+            self._cache["tensorboard"] = tensorboard.ScalarWriter(self.env.output.tensorboard_dir)
+        return self._cache["tensorboard"]
 
     def train_items(self) -> list[dataset.DatasetItem]:
         """The training set; images that cannot be read are skipped with a warning."""

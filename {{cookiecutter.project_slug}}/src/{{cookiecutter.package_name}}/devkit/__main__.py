@@ -12,7 +12,8 @@
 ``--image`` runs the built image instead of the checkout's package, the way the platform starts
 it (``docker run`` with /in read-only, /out, an arbitrary --user, --shm-size, no command; never a
 network); ``chain --image`` also reads the image's /img-man first, as YMIR does when the image is
-added.
+added. ``verify`` reads the run's outcome from monitor.txt like the platform: a failed run
+(state 4) is checked against the failure protocol, a successful one for its results.
 
 The executor's object_type comes from its img-man manifest (the checkout's ``img-man/``, else the
 packaged copy, else ``/img-man``; ``--img-man`` overrides), so there is no target flag. Exit codes:
@@ -275,12 +276,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import format_findings, has_errors, verify_work_dir
+    from .verify import format_findings, has_errors, run_outcome, verify_work_dir
 
-    findings = verify_work_dir(args.work)
-    text = format_findings(findings)
-    print(text if text else "no findings")
-    return 1 if has_errors(findings) else 0
+    # The platform learns the outcome from monitor.txt; so does the verifier.
+    outcome = run_outcome(args.work)
+    print(f"{outcome.describe()}; checked as a {'failed' if outcome.failed else 'successful'} run")
+    findings = verify_work_dir(args.work, expect_success=not outcome.failed)
+    print(format_findings(findings))
+    if outcome.failed and not has_errors(findings):
+        print("verify: the failure follows the failure protocol")
+    return 1 if outcome.failed or has_errors(findings) else 0
 
 
 def _cmd_chain(args: argparse.Namespace) -> int:
