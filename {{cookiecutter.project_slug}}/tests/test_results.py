@@ -282,6 +282,10 @@ def test_detection_legacy_key(out, tmp_path):
     writer.write()
     data = json.loads(out.infer_result_file.read_text())
     assert set(data["detection"][candidates[0].name]) == set(["annotations"])
+    # YMIR 1.1's Rect has no rotate_angle (its mir refuses the result: the platform tier)
+    assert data["detection"][candidates[0].name]["annotations"][0]["box"] == dict(
+        x=1, y=1, w=4, h=4
+    )
     assert verify_infer(out.root_dir, [str(p) for p in candidates], CLASS_NAMES, 2, True) == []
 
 

@@ -917,6 +917,16 @@ def _det019(tmp):
     return detection(tmp, lambda data, cands: first_box(data, cands).update(score=1.5))
 
 
+@case("DET021")
+def _det021(tmp):
+    def mutate(data, _candidates):
+        for entry in data["detection"].values():
+            for box in entry["annotations"]:
+                box["box"]["rotate_angle"] = 0.0
+
+    return detection(tmp, mutate, legacy=True)
+
+
 @case("DET020")
 def _det020(tmp):
     def crowd(data, cands):

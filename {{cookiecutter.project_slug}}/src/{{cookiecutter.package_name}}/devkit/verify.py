@@ -180,6 +180,7 @@ CHECKS: dict[str, Check] = {
         Check("DET018", _VF, None, "score missing (the box is dropped)"),
         Check("DET019", _VF, None, "score is not a finite number in [0, 1]"),
         Check("DET020", _W, None, "more than 50 boxes in an image (YMIR 1.1 keeps 50)"),
+        Check("DET021", _PF, RC_CMD_ERROR_UNKNOWN, "rotate_angle under the legacy protocol"),
         Check("SEG001", _PF, RC_CMD_ERROR_UNKNOWN, "images/categories/annotations key missing"),
         Check("SEG002", _VF, None, "images/categories/annotations is not a list"),
         Check("SEG003", _PF, RC_CMD_ERROR_UNKNOWN, "image entry lacks an id or a file_name"),
@@ -1192,12 +1193,12 @@ def _check_detection(
             )
         size = sizes.get(os.path.basename(str(key)))
         for index, annotation in enumerate(boxes):
-            findings.extend(_check_box(f"{where}[{index}]", annotation, known, size))
+            findings.extend(_check_box(f"{where}[{index}]", annotation, known, size, legacy))
     return findings
 
 
 def _check_box(
-    where: str, annotation: Any, known: set, size: tuple[int, int] | None
+    where: str, annotation: Any, known: set, size: tuple[int, int] | None, legacy: bool = False
 ) -> list[Finding]:
     if not isinstance(annotation, dict) or not isinstance(annotation.get("box"), dict):
         return [
@@ -1223,7 +1224,15 @@ def _check_box(
             findings.append(
                 _finding("DET012", f"{where}: box {key} = {box.get(key)!r} must be a JSON integer")
             )
-    if "rotate_angle" in box and not (
+    if "rotate_angle" in box and legacy:
+        # found by ymir-cmd 1.1.0's mir mining --add-annotations (json_format.ParseDict)
+        findings.append(
+            _finding(
+                "DET021",
+                f"{where}: YMIR 1.1's Rect has only x, y, w, h; rotate_angle fails the task",
+            )
+        )
+    elif "rotate_angle" in box and not (
         _is_number(box["rotate_angle"]) and math.isfinite(box["rotate_angle"])
     ):
         findings.append(
