@@ -27,8 +27,12 @@ What ``ymir-cmd`` does not contain is reproduced here:
   ``"0,..,gpu_count-1"``, ``object_type`` only from 2.4, ``task_context.available_gpu_id`` and
   ``server_runtime``), after the web UI's own step (``gpu_count`` added; the training form
   drops ``''`` values, the mining and inference forms every falsy value);
+- the controller's work folders: the per-task TensorBoard folder, the asset cache, and for
+  dataset inference the images under ``<work>/assets`` (original names, spaces and non-ASCII);
 - a ``docker`` (and 1.1's ``nvidia-docker``) on PATH that adds ``--network none`` to ``docker
-  run`` and nothing else: ``mir`` passes no ``--network``, and the test engine has no bridge.
+  run`` and changes nothing else (``mir`` passes no ``--network``; the test engine has no
+  bridge); after each container it copies the executor's result files and config.yaml aside,
+  since ``mir`` deletes them when the command ends.
 
 ``mir`` runs as this user (root here), so the containers run as ``--user 0:0``; the container
 tier covers an arbitrary uid. ``mir init`` refuses to run inside a git repository: the work
@@ -51,6 +55,7 @@ import time
 import uuid
 import venv
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -87,7 +92,6 @@ UNDECLARED = {"2.1.0": ["pycocotools"], "2.2.0": ["pycocotools"], "2.3.0": ["pyc
 # Same executor name as the container tier's stub bake: same pyproject.toml, so the image
 # builds share BuildKit's cache (the torch layer is built once per engine).
 STUB_NAME = "Container Exec"
-STUB_PACKAGE = "container_exec"
 # The same answers as the container tier's default bake, for the same reason.
 MMDET_NAME = "Container MMDet"
 MMDET_PACKAGE = "container_mmdet"
@@ -786,10 +790,18 @@ def shim(engine, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def devkit_python() -> str:
+def ymir_cmd() -> dict[str, Path]:
+    """version -> its environment; the releases install side by side (pip mostly waits for
+    downloads), a few minutes on a cold cache, nothing on a warm one."""
+    with ThreadPoolExecutor(max_workers=len(VERSIONS)) as pool:
+        return dict(zip(VERSIONS, pool.map(ymir_cmd_environment, VERSIONS), strict=True))
+
+
+@pytest.fixture(scope="module")
+def devkit_python(ymir_cmd) -> str:
     """The newest ymir-cmd environment holds what the devkit needs (numpy, Pillow, PyYAML,
     pycocotools)."""
-    return str(ymir_cmd_environment(NEWEST) / "bin" / "python")
+    return str(ymir_cmd[NEWEST] / "bin" / "python")
 
 
 CASES = [(version, target) for version in VERSIONS for target in VERSION_TARGETS[version]]
@@ -797,10 +809,9 @@ CASES = [(version, target) for version in VERSIONS for target in VERSION_TARGETS
 
 @pytest.mark.parametrize(("version", "target"), CASES)
 def test_mir_drives_the_stub_image(
-    version, target, engine, stub_image, shim, devkit_python, devkit_project, tmp_path
+    version, target, engine, stub_image, shim, ymir_cmd, devkit_python, devkit_project, tmp_path
 ):
-    environment = ymir_cmd_environment(version)
-    platform = Platform(version, environment, tmp_path / "platform", engine, shim)
+    platform = Platform(version, ymir_cmd[version], tmp_path / "platform", engine, shim)
     splits = raw_dataset(devkit_python, devkit_project, tmp_path / "raw", target, seed=3)
     started = time.monotonic()
     outcome = drive(platform, engine, stub_image(target), target, splits, params={})
@@ -809,7 +820,15 @@ def test_mir_drives_the_stub_image(
 
 
 def test_mir_drives_the_default_mmdetection_image(
-    engine, base_image, cookies_session, wheelhouse, shim, devkit_python, devkit_project, tmp_path
+    engine,
+    base_image,
+    cookies_session,
+    wheelhouse,
+    shim,
+    ymir_cmd,
+    devkit_python,
+    devkit_project,
+    tmp_path,
 ):
     """The default bake's image (built with the container tier's answers and build arguments,
     so that BuildKit's cache serves both) through the newest mir, with a training short enough
