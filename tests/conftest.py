@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,6 +87,7 @@ def expected_files(
         "contract/monitor.py",
         "contract/params.py",
         "contract/results.py",
+        "contract/tensorboard.py",
         "devkit/__init__.py",
         "devkit/__main__.py",
         "devkit/chain.py",
@@ -108,6 +111,7 @@ def expected_files(
         "test_monitor.py",
         "test_params.py",
         "test_results.py",
+        "test_tensorboard.py",
         "test_verify.py",
         "test_atomic.py",
     ]
@@ -228,3 +232,125 @@ def tool(name: str) -> str:
     if not found:
         pytest.fail(f"{name} is not installed; run scripts/test.sh, which installs it")
     return found
+
+
+# ------------------------------------------------------------------------------------------------
+# the private Docker engine, shared by the tiers that build and run images (test_containers,
+# test_platform): scripts/docker-engine.sh, base-image.sh and wheelhouse.sh
+
+SCRIPTS = TEMPLATE / "scripts"
+BASE_IMAGE = os.environ.get("YMIR_BASE_IMAGE", "ymir-test-base:bookworm-py311")
+TORCH_VERSION = "2.13.0"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# The mmcv wheel the OpenMMLab images install (OpenMMLab's wheel index is not reachable from
+# here): the shared prebuilt wheel when there is one.
+MMCV_WHEELHOUSE = Path(
+    os.environ.get("MMCV_WHEELHOUSE", str(TEMPLATE.parent / "shared" / "wheelhouse"))
+)
+
+
+def bridges() -> set[str]:
+    """Names of the bridge interfaces of this machine (the engine must never add one)."""
+    if not shutil.which("ip"):
+        return set()
+    completed = subprocess.run(
+        ["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True
+    )
+    return {line.split(":")[1].strip() for line in completed.stdout.splitlines() if ":" in line}
+
+
+def docker_cli() -> str:
+    """Debian's docker client (20.10 builds with BuildKit without the buildx plugin newer clients
+    need for it); YMIR_DOCKER_CLI overrides, like for scripts/docker-engine.sh."""
+    if os.environ.get("YMIR_DOCKER_CLI"):
+        return os.environ["YMIR_DOCKER_CLI"]
+    if Path("/usr/bin/docker").exists():
+        return "/usr/bin/docker"
+    return shutil.which("docker") or "docker"
+
+
+class Engine:
+    """The private engine: the environment for the docker client, and the client itself."""
+
+    def __init__(self, docker_host: str):
+        self.cli = docker_cli()
+        self.env = {**os.environ, "DOCKER_HOST": docker_host, "DOCKER_BUILDKIT": "1"}
+
+    def docker(self, *args: str, timeout: int = 600, check: bool = True, **kwargs):
+        command = [self.cli, *args]
+        if check:
+            return run(command, timeout=timeout, env=self.env, **kwargs)
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=self.env, **kwargs
+        )
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """Install and start the private engine; stop it (by PID) when the session is done.
+
+    One engine for every module that builds or runs images (the container and platform
+    tiers share its base image, build cache and wheelhouse: they run in one xdist group).
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the container tier runs dockerd and debootstrap: run it as root")
+    bridges_before = bridges()
+    script = str(SCRIPTS / "docker-engine.sh")
+    run([script, "install"], timeout=900)
+    started = run([script, "start"], timeout=180)
+    match = re.search(r"^export DOCKER_HOST=(\S+)$", started.stdout, re.MULTILINE)
+    assert match, started.stdout
+    try:
+        yield Engine(match.group(1))
+    finally:
+        if os.environ.get("YMIR_DOCKER_KEEP") != "1":
+            run([script, "stop"], timeout=180)
+        new = bridges() - bridges_before
+        assert not new, f"the engine created bridge interfaces {sorted(new)}"
+
+
+@pytest.fixture(scope="session")
+def base_image(engine):
+    completed = run([str(SCRIPTS / "base-image.sh"), BASE_IMAGE], timeout=900, env=engine.env)
+    return completed.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    run([str(SCRIPTS / "wheelhouse.sh"), str(folder), f"torch=={TORCH_VERSION}"], timeout=900)
+    wheels = sorted(folder.glob("torch-*.whl"))
+    assert wheels, f"no torch wheel in {folder}"
+    return folder
+
+
+def add_wheels(project: Path, wheels) -> None:
+    """Put ``wheels`` into the build context's ./wheels folder (the Dockerfiles' wheelhouse)."""
+    folder = project / "wheels"
+    folder.mkdir(exist_ok=True)
+    for wheel in wheels:
+        try:
+            os.link(wheel, folder / wheel.name)
+        except OSError:
+            shutil.copy2(wheel, folder / wheel.name)
+
+
+def build_args(base_image: str) -> list[str]:
+    """The only thing the tests change about a build: its options and build arguments."""
+    return [
+        "--network",
+        "host",
+        "--progress",
+        "plain",
+        "--secret",
+        f"id=pip_ca,src={CA_BUNDLE}",
+        "--build-arg",
+        f"BASE_IMAGE={base_image}",
+        "--build-arg",
+        f"TORCH_VERSION={TORCH_VERSION}",
+        # the CPU wheel comes from the wheelhouse; its dependencies from the default index
+        "--build-arg",
+        "TORCH_INDEX_URL=",
+        "--build-arg",
+        "PIP_FIND_LINKS=/wheels",
+    ]

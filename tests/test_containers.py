@@ -58,17 +58,24 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import MATRIX, OBJECT_TYPES, TARGETS, TEMPLATE, bake, run
+from conftest import (
+    MATRIX,
+    MMCV_WHEELHOUSE,
+    OBJECT_TYPES,
+    TARGETS,
+    TORCH_VERSION,
+    Engine,
+    add_wheels,
+    bake,
+    build_args,
+    run,
+)
 
 # Only the tests that use the engine are container tests (root, minutes); the static Dockerfile
 # checks run everywhere.
 container = pytest.mark.container
 docker_group = pytest.mark.xdist_group("docker")
 
-SCRIPTS = TEMPLATE / "scripts"
-BASE_IMAGE = os.environ.get("YMIR_BASE_IMAGE", "ymir-test-base:bookworm-py311")
-TORCH_VERSION = "2.13.0"
-CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # An arbitrary uid:gid without a passwd entry, as the platform's backend user may be (the
 # devkit's default, passed explicitly so that the ownership check below can rely on it).
 RUN_USER = "12345:12345"
@@ -80,12 +87,6 @@ REGISTRATION_FILES = (
     "infer-template.yaml",
 )
 PACKAGE = "container_exec"
-# The framework images take mmcv from the wheelhouse too (OpenMMLab's wheel index is not
-# reachable from here): the shared prebuilt wheel when there is one, else the one
-# scripts/install-cpu-stack.sh compiles.
-MMCV_WHEELHOUSE = Path(
-    os.environ.get("MMCV_WHEELHOUSE", str(TEMPLATE.parent / "shared" / "wheelhouse"))
-)
 # Training settings that keep the chain in the container to minutes on a CPU (epochs for
 # MMDetection, max_iters for MMSegmentation; a key the executor does not declare is ignored).
 QUICK_PARAMS = [
@@ -106,77 +107,6 @@ MODEL_STEPS = (
 )
 
 
-def bridges() -> set[str]:
-    """Names of the bridge interfaces of this machine (the engine must never add one)."""
-    if not shutil.which("ip"):
-        return set()
-    completed = subprocess.run(
-        ["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True
-    )
-    return {line.split(":")[1].strip() for line in completed.stdout.splitlines() if ":" in line}
-
-
-def docker_cli() -> str:
-    """Debian's docker client (20.10 builds with BuildKit without the buildx plugin newer clients
-    need for it); YMIR_DOCKER_CLI overrides, like for scripts/docker-engine.sh."""
-    if os.environ.get("YMIR_DOCKER_CLI"):
-        return os.environ["YMIR_DOCKER_CLI"]
-    if Path("/usr/bin/docker").exists():
-        return "/usr/bin/docker"
-    return shutil.which("docker") or "docker"
-
-
-class Engine:
-    """The private engine: the environment for the docker client, and the client itself."""
-
-    def __init__(self, docker_host: str):
-        self.cli = docker_cli()
-        self.env = {**os.environ, "DOCKER_HOST": docker_host, "DOCKER_BUILDKIT": "1"}
-
-    def docker(self, *args: str, timeout: int = 600, check: bool = True, **kwargs):
-        command = [self.cli, *args]
-        if check:
-            return run(command, timeout=timeout, env=self.env, **kwargs)
-        return subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, env=self.env, **kwargs
-        )
-
-
-@pytest.fixture(scope="module")
-def engine():
-    """Install and start the private engine; stop it (by PID) when the module is done."""
-    if os.geteuid() != 0:
-        pytest.skip("the container tier runs dockerd and debootstrap: run it as root")
-    bridges_before = bridges()
-    script = str(SCRIPTS / "docker-engine.sh")
-    run([script, "install"], timeout=900)
-    started = run([script, "start"], timeout=180)
-    match = re.search(r"^export DOCKER_HOST=(\S+)$", started.stdout, re.MULTILINE)
-    assert match, started.stdout
-    try:
-        yield Engine(match.group(1))
-    finally:
-        if os.environ.get("YMIR_DOCKER_KEEP") != "1":
-            run([script, "stop"], timeout=180)
-        new = bridges() - bridges_before
-        assert not new, f"the engine created bridge interfaces {sorted(new)}"
-
-
-@pytest.fixture(scope="module")
-def base_image(engine):
-    completed = run([str(SCRIPTS / "base-image.sh"), BASE_IMAGE], timeout=900, env=engine.env)
-    return completed.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("wheelhouse")
-    run([str(SCRIPTS / "wheelhouse.sh"), str(folder), f"torch=={TORCH_VERSION}"], timeout=900)
-    wheels = sorted(folder.glob("torch-*.whl"))
-    assert wheels, f"no torch wheel in {folder}"
-    return folder
-
-
 @pytest.fixture(scope="module")
 def project(cookies_session, wheelhouse):
     """A detection executor with the stub model (framework none), cpu image only."""
@@ -191,17 +121,6 @@ def project(cookies_session, wheelhouse):
     return path
 
 
-def add_wheels(project: Path, wheels) -> None:
-    """Put ``wheels`` into the build context's ./wheels folder (the Dockerfiles' wheelhouse)."""
-    folder = project / "wheels"
-    folder.mkdir(exist_ok=True)
-    for wheel in wheels:
-        try:
-            os.link(wheel, folder / wheel.name)
-        except OSError:
-            shutil.copy2(wheel, folder / wheel.name)
-
-
 def mmcv_wheels() -> list[Path]:
     """The mmcv wheel the framework images take (OpenMMLab's wheel index is not reachable from
     here); the tests of those images are skipped without one."""
@@ -209,27 +128,6 @@ def mmcv_wheels() -> list[Path]:
     if not found:
         pytest.skip(f"no mmcv 2.1.0 wheel for torch {TORCH_VERSION} in {MMCV_WHEELHOUSE}")
     return found
-
-
-def build_args(base_image: str) -> list[str]:
-    """The only thing the tests change about a build: its options and build arguments."""
-    return [
-        "--network",
-        "host",
-        "--progress",
-        "plain",
-        "--secret",
-        f"id=pip_ca,src={CA_BUNDLE}",
-        "--build-arg",
-        f"BASE_IMAGE={base_image}",
-        "--build-arg",
-        f"TORCH_VERSION={TORCH_VERSION}",
-        # the CPU wheel comes from the wheelhouse; its dependencies from the default index
-        "--build-arg",
-        "TORCH_INDEX_URL=",
-        "--build-arg",
-        "PIP_FIND_LINKS=/wheels",
-    ]
 
 
 def build(

@@ -15,7 +15,9 @@ from {{ cookiecutter.package_name }}.contract.dataset import (
     EXPORT_FORMATS,
     Annotation,
     DatasetItem,
+    empty_export_error,
     parse_export_format,
+    platform_range,
     read_candidates,
     read_index,
     read_split,
@@ -132,6 +134,8 @@ def asset(root, stem, **kwargs):
         ("voc:raw", "voc"),
         ("det-voc:raw", "voc"),
         ("coco:raw", "coco"),
+        # the only COCO name YMIR 2.1-2.4 export: boxes are read from it, masks ignored
+        ("seg-coco:raw", "coco"),
         ("  ARK:raw ", "ark"),
     ],
 )
@@ -165,7 +169,7 @@ def test_empty_export_format_cannot_feed_segmentation(object_type):
         ("ark", 2),
         ("ark:lmdb", 2),
         ("ark:raw:raw", 2),
-        ("seg-coco:raw", 2),
+        ("seg-coco:lmdb", 2),
         ("ls_json:raw", 2),
         ("none:raw", 2),
         ("yolo:raw", 2),
@@ -347,7 +351,7 @@ def test_read_split_accepts_a_raw_export_format_value(ymir_in):
 
 
 @pytest.mark.parametrize(
-    ("fmt", "object_type"), [("ark", 3), ("voc", 4), ("ark:raw", 3), ("seg-coco", 2), ("yolo", 2)]
+    ("fmt", "object_type"), [("ark", 3), ("voc", 4), ("ark:raw", 3), ("seg-mask", 2), ("yolo", 2)]
 )
 def test_read_split_refuses_the_wrong_family(ymir_in, fmt, object_type):
     index = write(ymir_in / "t.tsv", "")
@@ -460,6 +464,21 @@ def test_coco_detection_maps_categories_by_name(ymir_in):
     assert items[2].annotations == []
     assert all(a.mask is None for item in items for a in item.annotations)
     assert all(isinstance(v, int) for a in items[0].annotations for v in a.box)
+
+
+def test_detection_reads_the_boxes_of_a_seg_coco_export(ymir_in):
+    """YMIR 2.1-2.4 export detection data as COCO only under ``seg-coco``: a box annotation
+    then has ``segmentation: {}`` and ``area: 0`` (``_single_task_annotations_to_coco``)."""
+    asset(ymir_in, "05ee")
+    boxes = [
+        coco_annotation(1, 1, 1, [3, 4, 10, 8], {}),
+        coco_annotation(2, 1, 2, [0, 0, 5, 5], {}),
+    ]
+    for annotation in boxes:
+        annotation["area"] = 0
+    document = coco_document([coco_image(1, "05ee.png")], [(1, "dog"), (2, "person")], boxes)
+    items = read_split(coco_split(ymir_in, document, ["05ee"]), CLASSES, "seg-coco:raw", 2)
+    assert items[0].annotations == [Annotation(1, (3, 4, 10, 8)), Annotation(2, (0, 0, 5, 5))]
 
 
 def test_coco_ids_do_not_follow_list_position(ymir_in):
@@ -661,6 +680,44 @@ def test_truncated_training_image_is_skipped(ymir_in, caplog):
         items = read_split(write_index(ymir_in / "t.tsv", [(full,)]), CLASSES, "ark", 2)
     assert items == []
     assert str(full) in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("manifest_file", "object_type_key", "expected"),
+    [(False, False, "2.0"), (True, False, "2.1-2.3"), (True, True, "2.4+")],
+)
+def test_platform_range_from_the_keys_each_version_writes(manifest_file, object_type_key, expected):
+    assert platform_range(manifest_file, object_type_key) == expected
+
+
+# (export_format, object_type, platform range) -> what the message must tell the user to choose,
+# or None: that range exports the format, so an empty index is an empty dataset.
+EMPTY_EXPORTS = [
+    ("coco:raw", 2, "2.0", "choose 'ark:raw' or 'voc:raw'"),
+    ("coco:raw", 2, "2.1-2.3", "choose 'ark:raw', 'voc:raw' or 'seg-coco:raw'"),
+    ("coco:raw", 2, "2.4+", "choose 'ark:raw', 'voc:raw' or 'seg-coco:raw' (on YMIR 2.5 "),
+    ("seg-coco:raw", 2, "2.0", "choose 'ark:raw' or 'voc:raw'"),
+    ("coco:raw", 3, "2.1-2.3", "choose 'seg-coco:raw'"),
+    ("coco:raw", 4, "2.4+", "choose 'seg-coco:raw' (on YMIR 2.5 "),
+    ("seg-coco:raw", 3, "2.0", "this executor needs YMIR >= 2.1"),
+    ("seg-coco:raw", 2, "2.1-2.3", None),
+    ("seg-coco:raw", 4, "2.4+", None),
+    ("ark:raw", 2, "2.0", None),
+    ("voc:raw", 2, "2.4+", None),
+    ("", 2, "2.0", None),
+]
+
+
+@pytest.mark.parametrize(("export_format", "object_type", "platform", "choice"), EMPTY_EXPORTS)
+def test_an_empty_export_names_the_format_to_choose(export_format, object_type, platform, choice):
+    error = empty_export_error("train", export_format, object_type, platform)
+    if choice is None:
+        assert error is None
+        return
+    assert error.code == ErrorCode.CONFIG
+    assert error.message.startswith("the train index is empty: ")
+    assert f"{export_format!r} since 2." in error.message
+    assert choice in error.message
 
 
 def test_require_items():

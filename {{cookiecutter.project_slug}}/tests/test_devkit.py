@@ -42,7 +42,7 @@ IMG_MAN = default_img_man()
 OBJECT_TYPE = executor_object_type(IMG_MAN)
 TASKS = supported_tasks(IMG_MAN)
 SEGMENTATION = OBJECT_TYPE in (3, 4)
-TRAINING_FORMATS = ["seg-coco", "coco"] if SEGMENTATION else ["ark", "voc", "coco"]
+TRAINING_FORMATS = ["seg-coco", "coco"] if SEGMENTATION else ["ark", "voc", "coco", "seg-coco"]
 
 ENV_KEYS_MODERN = {
     "task_id",
@@ -292,7 +292,7 @@ def test_voc_is_single_line_with_unknown_truncated(tmp_path: Path) -> None:
     assert "<depth>1</depth>" in text  # the first training image is the 1-channel PNG
 
 
-@pytest.mark.parametrize("fmt", ["coco", "seg-coco"] if SEGMENTATION else ["coco"])
+@pytest.mark.parametrize("fmt", ["coco", "seg-coco"])
 def test_coco_is_one_shared_json_with_zero_based_present_categories(
     tmp_path: Path, fmt: str
 ) -> None:
@@ -312,10 +312,13 @@ def test_coco_is_one_shared_json_with_zero_based_present_categories(
     assert len(file_names) == 18
     kinds = set()
     for ann in coco["annotations"]:
-        assert len(ann["bbox"]) == 4 and ann["area"] > 0
+        assert len(ann["bbox"]) == 4
         segmentation = ann["segmentation"]
         if not SEGMENTATION:
+            # detection data is boxes: the exporter writes an empty segmentation and mask area
+            assert segmentation == {} and ann["area"] == 0
             continue
+        assert ann["area"] > 0
         if isinstance(segmentation, dict):
             assert isinstance(segmentation["counts"], str)
             kinds.add("rle")
@@ -327,9 +330,56 @@ def test_coco_is_one_shared_json_with_zero_based_present_categories(
 
 
 def test_annotation_format_must_suit_the_target(tmp_path: Path) -> None:
-    wrong = "ark" if SEGMENTATION else "seg-coco"
+    if not SEGMENTATION:
+        pytest.skip("detection reads every annotation format the platform exports")
     with pytest.raises(ValueError, match="not valid"):
-        synthesize(tmp_path / "w", "training", OBJECT_TYPE, annotation_format=wrong)
+        synthesize(tmp_path / "w", "training", OBJECT_TYPE, annotation_format="ark")
+
+
+# The env.yaml and config.yaml keys that tell the platform versions apart, and the formats each
+# version's exporter knows (ymir-cmd's annotations.parse_anno_format, 2.0.0 to 2.3.0).
+PLATFORM_FILES = {
+    "1.1": (False, False, False),  # protocol_version, manifest_file, config object_type
+    "2.0": (True, False, False),
+    "2.1": (True, True, False),
+    "2.3": (True, True, False),
+    "2.4": (True, True, True),
+    "2.5": (True, True, True),
+}
+
+
+@pytest.mark.parametrize("platform", sorted(PLATFORM_FILES))
+def test_each_platform_versions_files(tmp_path: Path, platform: str) -> None:
+    result = synthesize(tmp_path / "w", "training", OBJECT_TYPE, platform=platform)
+    protocol, manifest, object_type = PLATFORM_FILES[platform]
+    assert ("protocol_version" in result.env) == protocol
+    assert result.legacy == (not protocol)
+    assert ("manifest_file" in result.env) == manifest
+    assert ("object_type" in result.config) == object_type
+
+
+@pytest.mark.parametrize("platform", ["2.0", "2.1", "2.4", "2.5"])
+@pytest.mark.parametrize("fmt", TRAINING_FORMATS)
+def test_a_format_the_platform_does_not_export_leaves_empty_indexes(
+    tmp_path: Path, platform: str, fmt: str
+) -> None:
+    result = synthesize(
+        tmp_path / "w", "training", OBJECT_TYPE, platform=platform, annotation_format=fmt
+    )
+    exported = fmt in synth.EXPORTED_FORMATS[platform]
+    expected = {
+        "2.0": ("ark", "voc"),
+        "2.1": ("ark", "voc", "seg-coco"),
+        "2.4": ("ark", "voc", "seg-coco"),
+        "2.5": ("ark", "voc", "coco", "seg-coco"),
+    }[platform]
+    assert exported == (fmt in expected)
+    assert result.config["export_format"] == f"{fmt}:raw"
+    lines = index_lines(result.train_index) + index_lines(result.val_index)
+    assert len(lines) == (len(result.train_images) + len(result.val_images) if exported else 0)
+    assert bool(list((result.in_dir / "annotations").iterdir())) == exported
+    # the assets are exported all the same
+    assert len(index_lines(result.in_dir / "idx-assets.tsv")) == 18
 
 
 # --- env.yaml -----------------------------------------------------------------------------------

@@ -115,6 +115,36 @@ def test_unknown_export_format_is_a_config_error(tmp_path: Path, capsys) -> None
     assert not (work / "out" / "models" / "result.yaml").exists()
 
 
+@requires("training")
+@pytest.mark.parametrize(
+    ("platform", "choice"),
+    [
+        ("2.0", "choose 'ark:raw' or 'voc:raw'" if OBJECT_TYPE == 2 else "needs YMIR >= 2.1"),
+        ("2.3", "'seg-coco:raw'"),
+        ("2.4", "'seg-coco:raw'"),
+    ],
+)
+def test_a_coco_export_the_platform_does_not_know_names_what_to_choose(
+    tmp_path: Path, capsys, platform: str, choice: str
+) -> None:
+    """YMIR before 2.5 exports nothing for 'coco:raw': not 'no valid image left' (300002) but
+    what happened and the export_format that works on this platform."""
+    work = tmp_path / "work"
+    synthesize(
+        work,
+        "training",
+        OBJECT_TYPE,
+        platform=platform,
+        annotation_format="coco",
+        params=QUICK_PARAMS,
+    )
+    status, last_line = run_main(work, capsys)
+    assert_failed_with(work, status, last_line, code=300001)
+    assert "the train index is empty: YMIR exports 'coco:raw' since 2.5 only" in last_line
+    assert choice in last_line
+    assert not (work / "out" / "models" / "result.yaml").exists()
+
+
 @pytest.mark.parametrize("task", ["training", "mining", "infer"])
 def test_a_task_generated_without_is_refused(tmp_path: Path, capsys, task: str) -> None:
     if task in SUPPORTED_TASKS:

@@ -27,12 +27,14 @@ from {{ cookiecutter.package_name }}.contract.results import (
     SegmentationResult,
     TrainingResult,
 )
+from {{ cookiecutter.package_name }}.contract.tensorboard import ScalarWriter
 from {{ cookiecutter.package_name }}.devkit import verify
 from {{ cookiecutter.package_name }}.devkit.verify import (
     CHECKS,
     Finding,
     format_findings,
     has_errors,
+    run_outcome,
     verify_infer,
     verify_mining,
     verify_monitor,
@@ -140,8 +142,7 @@ def good_training(out_dir: Path, object_type: int = 2, legacy: bool = False) -> 
                 timestamp=stamp,
                 evaluate_config={"conf_thr": 0.005, "iou_thr": 0.5},
             )
-    out.tensorboard_dir.mkdir(parents=True, exist_ok=True)
-    (out.tensorboard_dir / "events.out.tfevents.1").write_text("e")
+    ScalarWriter(out.tensorboard_dir).add_scalars({"train/loss": 0.5, f"val/{metric}": 0.6}, 1)
     return out.training_result_file
 
 
@@ -383,9 +384,23 @@ def _tpl006(tmp):
 def _tpl007(tmp):
     return static(
         tmp,
-        "object_type: 2\n",
-        dict([("training-template.yaml", "export_format: 'seg-coco:raw'\n")]),
+        "object_type: 3\n",
+        dict([("training-template.yaml", "export_format: 'ark:raw'\n")]),
     )
+
+
+@case("TPL014")
+def _tpl014(tmp):
+    return static(
+        tmp, "object_type: 2\n", dict([("training-template.yaml", "export_format: 'coco:raw'\n")])
+    )
+
+
+def test_detection_accepts_both_coco_exports(tmp_path):
+    """seg-coco is the only COCO export of YMIR 2.1-2.4: a detection executor may ask for it."""
+    for number, value in enumerate(("seg-coco:raw", "det-voc:raw")):
+        templates = dict([("training-template.yaml", f"export_format: '{value}'\n")])
+        assert static(tmp_path / str(number), "object_type: 2\n", templates) == []
 
 
 @case("TPL008")
@@ -740,8 +755,34 @@ def _trn042(tmp):
 @case("TRN050")
 def _trn050(tmp):
     good_training(tmp / "out")
-    (tmp / "out" / "tensorboard" / "events.out.tfevents.1").unlink()
+    for path in (tmp / "out" / "tensorboard").iterdir():
+        path.unlink()
     return verify_training(tmp / "out", MODERN_ENV, dict(), 2)
+
+
+@case("TRN051")
+def _trn051(tmp):
+    good_training(tmp / "out")
+    for path in (tmp / "out" / "tensorboard").iterdir():
+        path.unlink()
+    # what the devkit and the platform put there themselves, and an event file with no scalar
+    (tmp / "out" / "tensorboard" / "executor.log").write_text("log")
+    ScalarWriter(tmp / "out" / "tensorboard")
+    return verify_training(tmp / "out", MODERN_ENV, dict(), 2)
+
+
+def test_tensorboard_curves_of_any_writer_are_read(tmp_path):
+    """A torn or foreign event file is reported, not a crash; scalars in sub-folders count."""
+    good_training(tmp_path / "out")
+    board = tmp_path / "out" / "tensorboard"
+    for path in board.iterdir():
+        path.unlink()
+    ScalarWriter(board / "run-1").add_scalar("loss", 0.25, 3)
+    assert "TRN051" not in ids(verify_training(tmp_path / "out", MODERN_ENV, dict(), 2))
+    (board / "events.out.tfevents.2.broken").write_bytes(b"\x05\x00")
+    findings = verify_training(tmp_path / "out", MODERN_ENV, dict(), 2)
+    assert "TRN051" in ids(findings)
+    assert "unreadable event file" in format_findings(findings)
 
 
 # detection infer
@@ -874,6 +915,16 @@ def _det018(tmp):
 @case("DET019")
 def _det019(tmp):
     return detection(tmp, lambda data, cands: first_box(data, cands).update(score=1.5))
+
+
+@case("DET021")
+def _det021(tmp):
+    def mutate(data, _candidates):
+        for entry in data["detection"].values():
+            for box in entry["annotations"]:
+                box["box"]["rotate_angle"] = 0.0
+
+    return detection(tmp, mutate, legacy=True)
 
 
 @case("DET020")
@@ -1206,12 +1257,116 @@ def test_work_dir_finds_errors_in_each_output(tmp_path):
     assert {"MIN006", "DET002"} <= found
 
 
-def test_work_dir_failed_run_checks_monitor_only(tmp_path):
-    root = work_dir(tmp_path / "work", "training")
-    (root / "out" / "models" / "result.yaml").unlink()
-    Monitor(root / "out" / "monitor.txt", "t0001").error(300002, "no images")
+def failed_run(root: Path, task: str = "training", code=300002) -> Path:
+    """A work dir whose executor failed as the protocol says: state 4 and its code, the
+    traceback then a one-line reason in the log, no result file."""
+    root = work_dir(root, task)
+    for name in ("models/result.yaml", "result.tsv", "infer-result.json"):
+        if (root / "out" / name).exists():
+            (root / "out" / name).unlink()
+    Monitor(root / "out" / "monitor.txt", "t0001").error(code, "no valid image\ndetails")
+    (root / "out" / "ymir-executor-out.log").write_text(
+        'INFO training started\nTraceback (most recent call last):\n  File "x.py", line 1\n'
+        f"ValueError: no images\nERROR {code} DATASET: no valid image left\n"
+    )
+    return root
+
+
+@pytest.mark.parametrize("task", ["training", "mining+infer"])
+def test_failed_run_follows_the_failure_protocol(tmp_path, task):
+    root = failed_run(tmp_path / "work", task)
+    # the outcome comes from monitor.txt, as the platform reads it: no "exited 0" assumption
+    outcome = run_outcome(root)
+    assert outcome.failed and (outcome.state, outcome.code) == (4, 300002)
+    assert outcome.reason == "ERROR 300002 DATASET: no valid image left"
+    assert "monitor state 4, code 300002 DATASET)" in outcome.describe()
+    assert verify_work_dir(root) == []
     assert verify_work_dir(root, expect_success=False) == []
-    assert {"MON012", "TRN001"} <= ids(verify_work_dir(root))
+    # checked as a success it would be wrong in every way
+    assert {"MON012"} <= ids(verify_work_dir(root, expect_success=True))
+
+
+def test_a_successful_run_is_checked_for_its_results(tmp_path):
+    root = work_dir(tmp_path / "work", "training")
+    assert not run_outcome(root).failed
+    (root / "out" / "models" / "result.yaml").unlink()
+    assert "TRN001" in ids(verify_work_dir(root))
+
+
+def test_an_executor_that_never_reported_failed(tmp_path):
+    root = work_dir(tmp_path / "work", "infer")
+    (root / "out" / "monitor.txt").write_text("t0001\t1663839980.1\t0.00\t1\t0\n")  # PENDING
+    assert run_outcome(root).failed
+    assert "MON013" in ids(verify_work_dir(root))
+
+
+def test_a_failed_mining_may_keep_a_complete_result_of_an_earlier_task(tmp_path):
+    """mining+infer: mining finished (result.tsv complete), inference failed."""
+    root = failed_run(tmp_path / "work", "mining+infer")
+    as_given = (root / "in" / "candidate-index.tsv").read_text().split()
+    writer = MiningResult(outputs(root / "out"), as_given)
+    for path in as_given:
+        writer.add(path, 0.5)
+    writer.write()
+    assert verify_work_dir(root) == []
+
+
+@case("FAL001")
+def _fal001(tmp):
+    root = failed_run(tmp / "work")
+    Monitor(root / "out" / "monitor.txt", "t0001").error(None, "Traceback ...")
+    return verify_work_dir(root)
+
+
+@case("FAL002")
+def _fal002(tmp):
+    root = failed_run(tmp / "work")
+    log = root / "out" / "ymir-executor-out.log"
+    # an uncaught exception: the UI's last lines are a traceback's, no reason after it
+    log.write_text(log.read_text().rsplit("ERROR", 1)[0])
+    return verify_work_dir(root)
+
+
+@pytest.mark.parametrize(
+    ("log", "reported"),
+    [
+        (None, "is missing"),
+        ("\n\n", "is empty"),
+        ("Traceback (most recent call last):\n", "ends in a traceback"),
+        ('Traceback (most recent call last):\n  File "x.py", line 3, in f\n', "traceback"),
+        ("ERROR 300002 DATASET: no images\n", None),
+        ("  File \"x.py\"\nKeyError: 'a'\nERROR unexpected KeyError: 'a'\n", None),
+    ],
+)
+def test_the_last_log_line_must_be_a_reason(tmp_path, log, reported):
+    root = failed_run(tmp_path / "work")
+    path = root / "out" / "ymir-executor-out.log"
+    if log is None:
+        path.unlink()
+    else:
+        path.write_text(log)
+    findings = [f for f in verify_work_dir(root) if f.check_id == "FAL002"]
+    if reported is None:
+        assert findings == []
+    else:
+        assert len(findings) == 1 and reported in findings[0].message
+
+
+@case("FAL003")
+def _fal003(tmp):
+    root = failed_run(tmp / "work")
+    # a killed write: a truncated result.yaml (a writer that does not write atomically)
+    good_training(root / "out")
+    result = root / "out" / "models" / "result.yaml"
+    result.write_text(result.read_text()[:40])
+    return verify_work_dir(root)
+
+
+def test_leftover_temporary_file_is_a_half_written_result(tmp_path):
+    root = failed_run(tmp_path / "work", "infer")
+    (root / "out" / ".infer-result.json.x1y2.tmp").write_text('{"detection": {')
+    findings = verify_work_dir(root)
+    assert ids(findings) == {"FAL003"}
 
 
 def test_work_dir_segmentation_target_from_config(tmp_path):

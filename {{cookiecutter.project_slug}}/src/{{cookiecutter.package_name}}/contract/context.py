@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from PIL import Image
 
-from . import dataset, images, models
+from . import dataset, images, models, tensorboard
 from .env import Env
 from .errors import ErrorCode, ExecutorError
 from .params import Params
@@ -60,6 +60,14 @@ class TaskContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    @property
+    def tensorboard(self) -> tensorboard.ScalarWriter:
+        """TensorBoard scalars in ``env.output.tensorboard_dir``: YMIR shows them as the
+        training's curves (``ctx.tensorboard.add_scalars({"train/loss": 0.4}, step)``)."""
+        if "tensorboard" not in self._cache:
+            self._cache["tensorboard"] = tensorboard.ScalarWriter(self.env.output.tensorboard_dir)
+        return self._cache["tensorboard"]
+
     def train_items(self) -> list[dataset.DatasetItem]:
         """The training set; images that cannot be read are skipped with a warning."""
         return self._split("train", self.env.input.training_index_file)
@@ -102,16 +110,24 @@ class TaskContext:
 
     def _split(self, name: str, index_file: Path | None) -> list[dataset.DatasetItem]:
         if name not in self._cache:
-            annotation_format = dataset.parse_export_format(
-                str(self.config.get("export_format") or ""), self.object_type
-            )
+            export_format = str(self.config.get("export_format") or "")
+            annotation_format = dataset.parse_export_format(export_format, self.object_type)
+            index = _required(index_file, f"{name} index file")
             items = dataset.read_split(
-                _required(index_file, f"{name} index file"),
+                index,
                 self.class_names,
                 annotation_format,
                 self.object_type,
                 legacy=self.legacy,
             )
+            if not items and not self.legacy and not dataset.read_index(index):
+                # An empty index is what a platform leaves for a format it does not export.
+                platform = dataset.platform_range(
+                    self.env.manifest_file is not None, "object_type" in self.config
+                )
+                error = dataset.empty_export_error(name, export_format, self.object_type, platform)
+                if error is not None:
+                    raise error
             self._cache[name] = dataset.require_items(items, name)
         return self._cache[name]
 

@@ -11,6 +11,12 @@ image path per line (mining / inference). Annotations come in the format chosen 
   string ``unknown``.
 * coco / seg-coco: one JSON shared by every line of every split; category ids are 0-based and
   only classes that occur are listed, so categories are mapped by *name* to ``class_names``.
+  Detection reads the boxes of either (YMIR 2.1-2.4 export COCO only as ``seg-coco``; a box
+  annotation's ``segmentation`` is then ``{}``) and ignores masks.
+
+A platform that does not know the chosen annotation format exports no annotations and leaves
+the train and validation indexes empty (``coco`` before YMIR 2.5, ``seg-coco`` on 2.0):
+:func:`empty_export_error` turns that into a message that names the format to choose instead.
 
 The class id of an :class:`Annotation` is always the position in ``class_names`` (the platform
 re-indexes exports that way). Broken annotation files are dataset errors; unreadable images are
@@ -43,13 +49,38 @@ SEGMENTATION_TYPES = (SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION)
 
 # Annotation part of ``export_format`` accepted per object type -> the reader that parses it.
 EXPORT_FORMATS: dict[int, dict[str, str]] = {
-    DETECTION: {"ark": "ark", "det-ark": "ark", "voc": "voc", "det-voc": "voc", "coco": "coco"},
+    DETECTION: {
+        "ark": "ark",
+        "det-ark": "ark",
+        "voc": "voc",
+        "det-voc": "voc",
+        "coco": "coco",
+        "seg-coco": "coco",
+    },
     SEMANTIC_SEGMENTATION: {"seg-coco": "coco", "coco": "coco"},
     INSTANCE_SEGMENTATION: {"seg-coco": "coco", "coco": "coco"},
 }
 # What YMIR 2.x exports when ``export_format`` is empty or missing (``exporter.parse_export_type``).
 PLATFORM_DEFAULT_FORMAT = "voc:raw"
 CANONICAL_FORMATS = ("ark", "voc", "coco")
+# The first YMIR version whose exporter knows each annotation part (``parse_anno_format``);
+# YMIR 1.1 ignores ``export_format`` and always exports ark.
+EXPORTED_SINCE = {
+    "ark": (2, 0),
+    "det-ark": (2, 0),
+    "voc": (2, 0),
+    "det-voc": (2, 0),
+    "seg-coco": (2, 1),
+    "coco": (2, 5),
+}
+# What the executor can tell about the platform from its files: 2.0 writes no manifest_file
+# into env.yaml, 2.1-2.3 no object_type into config.yaml; 2.4 and 2.5 write both.
+PLATFORM_RANGES = {"2.0": ((2, 0), (2, 0)), "2.1-2.3": ((2, 1), (2, 3)), "2.4+": ((2, 4), (2, 5))}
+PLATFORM_EVIDENCE = {
+    "2.0": "YMIR 2.0 (env.yaml has no manifest_file)",
+    "2.1-2.3": "YMIR 2.1-2.3 (config.yaml has no object_type)",
+    "2.4+": "YMIR 2.4 or 2.5 (config.yaml has object_type)",
+}
 
 
 @dataclass
@@ -188,6 +219,51 @@ def read_split(
             "%s: skipped %d of %d images that cannot be read", index_file, skipped, len(entries)
         )
     return items
+
+
+def platform_range(has_manifest_file: bool, has_object_type: bool) -> str:
+    """The YMIR versions that write such files: a key of :data:`PLATFORM_RANGES`."""
+    if has_object_type:
+        return "2.4+"
+    return "2.1-2.3" if has_manifest_file else "2.0"
+
+
+def empty_export_error(
+    split_name: str, export_format: str | None, object_type: int, platform: str
+) -> ExecutorError | None:
+    """Why a split's index is empty when the platform did not export ``export_format``.
+
+    ``platform`` is from :func:`platform_range`. Returns a CONFIG error that names the formats
+    this platform does export for the target, or ``None`` when every version of that range
+    exports the format (the dataset itself is then empty).
+    """
+    text = str(export_format or "").strip().lower() or PLATFORM_DEFAULT_FORMAT
+    since = EXPORTED_SINCE.get(text.split(":")[0])
+    oldest, newest = PLATFORM_RANGES[platform]
+    if since is None or since <= oldest:
+        return None
+    exported = [
+        f"'{name}:raw'"
+        for name in _formats_for(object_type)
+        if EXPORTED_SINCE[name] <= oldest and not name.startswith("det-")
+    ]
+    if exported:
+        choice = "choose " + ", ".join(exported[:-1]) + (" or " if exported[1:] else "")
+        choice += exported[-1]
+    else:
+        choice = f"this executor needs YMIR >= {_version_text(EXPORTED_SINCE['seg-coco'])}"
+    if since <= newest:  # only the newer version of the range knows it (2.4 vs 2.5 and coco)
+        choice += f" (on YMIR {_version_text(since)} the dataset has no {split_name} images)"
+    return ExecutorError(
+        ErrorCode.CONFIG,
+        f"the {split_name} index is empty: YMIR exports {text!r} since "
+        f"{_version_text(since)} only, and this platform is {PLATFORM_EVIDENCE[platform]}, "
+        f"which exports no annotations for it: {choice}",
+    )
+
+
+def _version_text(version: tuple[int, int]) -> str:
+    return ".".join(str(number) for number in version)
 
 
 def require_items(items: list[DatasetItem], split_name: str) -> list[DatasetItem]:

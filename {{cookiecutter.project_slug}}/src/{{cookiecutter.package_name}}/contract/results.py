@@ -514,11 +514,11 @@ class DetectionResult:
         if bounds is not None:
             left = max(0, min(left, bounds[0] - width))
             top = max(0, min(top, bounds[1] - height))
-        return {
-            "box": {"x": left, "y": top, "w": width, "h": height, "rotate_angle": 0.0},
-            "class_name": class_name,
-            "score": confidence,
-        }
+        rect: dict[str, Any] = {"x": left, "y": top, "w": width, "h": height}
+        if not self.legacy:
+            # YMIR 1.1's Rect has no rotate_angle: protobuf would refuse the whole result there
+            rect["rotate_angle"] = 0.0
+        return {"box": rect, "class_name": class_name, "score": confidence}
 
     def document(self) -> dict[str, Any]:
         """The JSON document :meth:`write` writes."""

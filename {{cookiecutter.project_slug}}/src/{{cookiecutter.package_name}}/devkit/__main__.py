@@ -1,7 +1,8 @@
 """Command line of the devkit: ``python -m <package>.devkit {synth,run,verify,chain}``.
 
     synth  --work DIR --task training|mining|infer|mining+infer [--protocol 1.1.0|1.0.0|legacy]
-           [--format ark|voc|coco|seg-coco] [--config-variant as-is|drop-empty|drop-falsy|strings]
+           [--platform 1.1|2.0|...|2.5] [--format ark|voc|coco|seg-coco]
+           [--config-variant as-is|drop-empty|drop-falsy|strings]
            [--images DIR] [--single-image] [--model TAR|DIR] [--pretrained TAR|DIR] ...
     run    --work DIR [--timeout S] [--image IMAGE [--user UID:GID] [--shm-size S] [--docker CLI]]
     verify --work DIR
@@ -11,7 +12,8 @@
 ``--image`` runs the built image instead of the checkout's package, the way the platform starts
 it (``docker run`` with /in read-only, /out, an arbitrary --user, --shm-size, no command; never a
 network); ``chain --image`` also reads the image's /img-man first, as YMIR does when the image is
-added.
+added. ``verify`` reads the run's outcome from monitor.txt like the platform: a failed run
+(state 4) is checked against the failure protocol, a successful one for its results.
 
 The executor's object_type comes from its img-man manifest (the checkout's ``img-man/``, else the
 packaged copy, else ``/img-man``; ``--img-man`` overrides), so there is no target flag. Exit codes:
@@ -56,7 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     synth = commands.add_parser("synth", help="write a YMIR-shaped <work>/in and empty <work>/out")
     synth.add_argument("--work", required=True, type=Path, help="work dir (created)")
     synth.add_argument("--task", required=True, choices=synth_module.TASKS)
-    synth.add_argument("--protocol", default="1.1.0", choices=PROTOCOL_CHOICES)
+    versions = synth.add_mutually_exclusive_group()
+    versions.add_argument("--protocol", default="1.1.0", choices=PROTOCOL_CHOICES)
+    versions.add_argument(
+        "--platform",
+        choices=synth_module.PLATFORMS,
+        help="one YMIR version's files (default: 2.5's, with --protocol): its protocol, its "
+        "env.yaml and config.yaml keys, and no annotations (empty train / val indexes) for a "
+        "--format it does not export, e.g. coco before 2.5",
+    )
     synth.add_argument(
         "--format",
         dest="annotation_format",
@@ -218,6 +228,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         single_image=args.single_image,
         params=dict(args.params),
+        platform=args.platform,
     )
     print(
         f"synthesized {result.task} (object_type {result.object_type}, protocol {result.protocol})"
@@ -230,6 +241,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             f"  dataset:    {len(result.train_images)} train + {len(result.val_images)} val "
             f"images, {result.annotation_format} annotations"
         )
+        if result.train_index is not None and not result.train_index.stat().st_size:
+            print(
+                f"  warning: YMIR {args.platform} does not export {result.annotation_format}: "
+                "no annotations, empty train and val indexes (as that version leaves them)"
+            )
     else:
         print(f"  candidates: {len(result.candidates)} ({result.candidate_index})")
         if not result.model_params:
@@ -260,12 +276,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import format_findings, has_errors, verify_work_dir
+    from .verify import format_findings, has_errors, run_outcome, verify_work_dir
 
-    findings = verify_work_dir(args.work)
-    text = format_findings(findings)
-    print(text if text else "no findings")
-    return 1 if has_errors(findings) else 0
+    # The platform learns the outcome from monitor.txt; so does the verifier.
+    outcome = run_outcome(args.work)
+    print(f"{outcome.describe()}; checked as a {'failed' if outcome.failed else 'successful'} run")
+    findings = verify_work_dir(args.work, expect_success=not outcome.failed)
+    print(format_findings(findings))
+    if outcome.failed and not has_errors(findings):
+        print("verify: the failure follows the failure protocol")
+    return 1 if outcome.failed or has_errors(findings) else 0
 
 
 def _cmd_chain(args: argparse.Namespace) -> int:

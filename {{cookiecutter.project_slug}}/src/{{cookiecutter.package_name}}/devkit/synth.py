@@ -9,7 +9,12 @@ tidy inputs breaks on the real thing:
 - index files hold absolute paths (through the ``in/assets`` symlink, as the platform writes them);
 - ark (7 columns, inclusive coordinates, ``", "`` separated; 5 columns for legacy), voc (single-line
   XML, ``truncated`` = ``unknown``) or coco / seg-coco (one shared json, 0-based category ids for
-  the classes present only, RLE string counts or single polygons);
+  the classes present only, RLE string counts or single polygons; a box without a mask, as
+  detection data has, gets ``segmentation: {}`` and ``area: 0``);
+- ``platform``: one YMIR version's exports exactly, including what it does with a format it does
+  not know (``coco`` before 2.5, ``seg-coco`` on 2.0): no annotations and empty train and
+  validation indexes; ``manifest_file`` in env.yaml from 2.1, ``object_type`` in config.yaml from
+  2.4;
 - negative images (empty ark files), a 1-channel PNG, an RGBA PNG, a BMP, a PNG stored as ``.jpg``;
 - ``class_names`` in non-alphabetical order with one class that never occurs;
 - ``env.yaml`` with exactly the 2.5 key set (variants ``1.1.0``, ``1.0.0``, legacy) and absolute
@@ -49,6 +54,19 @@ TASKS = ("training", "mining", "infer", "mining+infer")
 PROTOCOLS = ("1.1.0", "1.0.0", "legacy")
 CONFIG_VARIANTS = ("as-is", "drop-empty", "drop-falsy", "strings")
 ANNOTATION_FORMATS = ("ark", "voc", "coco", "seg-coco")
+# YMIR versions whose exports synthesize(platform=...) reproduces (ymir-cmd on PyPI has 1.1.0
+# and 2.0.0 to 2.3.0), and the annotation parts each one exports (``parse_anno_format``); YMIR
+# 1.1 ignores export_format and always exports ark with 5 columns.
+PLATFORMS = ("1.1", "2.0", "2.1", "2.2", "2.3", "2.4", "2.5")
+EXPORTED_FORMATS = {
+    "1.1": ("ark",),
+    "2.0": ("ark", "voc"),
+    "2.1": ("ark", "voc", "seg-coco"),
+    "2.2": ("ark", "voc", "seg-coco"),
+    "2.3": ("ark", "voc", "seg-coco"),
+    "2.4": ("ark", "voc", "seg-coco"),
+    "2.5": ("ark", "voc", "coco", "seg-coco"),
+}
 MODEL_LAYOUTS = ("stage", "flat", "migrated")
 
 # Deliberately not alphabetical, and "triangle" never occurs in the data: executors must map class
@@ -147,6 +165,7 @@ def synthesize(
     task_id: str | None = None,
     template: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
+    platform: str | None = None,
 ) -> SynthResult:
     """Write ``<work>/in`` and an empty ``<work>/out`` for one platform task.
 
@@ -167,6 +186,9 @@ def synthesize(
     ``assets_cache``: the shared asset cache (default ``<work>/asset_cache``); chained tasks
     share one, like the platform's per-user cache. ``template``: use this instead of the
     executor's template for the task (e.g. data for a task the executor does not declare).
+    ``platform`` (one of :data:`PLATFORMS`): that YMIR version's files instead of 2.5's; it
+    decides the protocol (legacy for 1.1, else 1.1.0), and a training format it does not export
+    leaves the train and validation indexes empty, as that version does.
 
     The work dir must be empty, missing, or a previous synthesize() output (which is replaced).
     """
@@ -174,6 +196,12 @@ def synthesize(
         raise ValueError("task must be one of {}, got {!r}".format(", ".join(TASKS), task))
     if object_type not in (2, 3, 4):
         raise ValueError(f"object_type must be 2, 3 or 4, got {object_type!r}")
+    if platform is not None:
+        if platform not in PLATFORMS:
+            raise ValueError(
+                "platform must be one of {}, got {!r}".format(", ".join(PLATFORMS), platform)
+            )
+        protocol = "legacy" if platform == "1.1" else "1.1.0"
     protocol = normalize_protocol(protocol)
     legacy = protocol == "legacy"
     if config_variant is None:
@@ -266,12 +294,13 @@ def synthesize(
     if task == "training":
         fmt = _training_format(annotation_format, template, object_type, legacy)
         result.annotation_format = fmt
-        _write_training(result, rng, fmt, num_train, num_val)
+        exported = platform is None or fmt in EXPORTED_FORMATS[platform]
+        _write_training(result, rng, fmt, num_train, num_val, exported)
     else:
         _write_candidates(result, rng, num_candidates, images_dir, single_image)
     _write_extra_cache_images(result, rng)
 
-    result.env = make_env(work, task, protocol, tid)
+    result.env = make_env(work, task, protocol, tid, platform)
     _dump_yaml_safe(result.env_file, result.env)
     result.config = make_config(
         {**template, **(params or {})},
@@ -284,6 +313,7 @@ def synthesize(
         model_key,
         result.model_params,
         result.annotation_format,
+        platform,
     )
     # mir writes config.yaml with yaml.dump(..., allow_unicode=True)
     result.config_file.write_text(yaml.dump(result.config, allow_unicode=True), encoding="utf-8")
@@ -311,8 +341,13 @@ def make_task_id(seed: int, task: str) -> str:
     return "t" + "1" + "0" + "0" + "0001" + "00002a" + digest[:16]
 
 
-def make_env(work: Path, task: str, protocol: str, task_id: str) -> dict[str, Any]:
-    """env.yaml as the platform writes it, with <work>/in and <work>/out instead of /in and /out."""
+def make_env(
+    work: Path, task: str, protocol: str, task_id: str, platform: str | None = None
+) -> dict[str, Any]:
+    """env.yaml as the platform writes it, with <work>/in and <work>/out instead of /in and /out.
+
+    ``platform`` 2.0 has no ``manifest_file`` yet (YMIR 2.1 added it).
+    """
     in_dir, out_dir = work / "in", work / "out"
     training = task == "training"
     env: dict[str, Any] = {
@@ -346,7 +381,8 @@ def make_env(work: Path, task: str, protocol: str, task_id: str) -> dict[str, An
         del env["output"]["executor_log_file"]
     else:
         env["protocol_version"] = protocol
-        env["manifest_file"] = str(work / "img-man" / "manifest.yaml")
+        if platform != "2.0":
+            env["manifest_file"] = str(work / "img-man" / "manifest.yaml")
     return env
 
 
@@ -361,8 +397,12 @@ def make_config(
     model_key: str | None,
     model_paths: Sequence[str],
     annotation_format: str | None,
+    platform: str | None = None,
 ) -> dict[str, Any]:
-    """config.yaml = the template as the UI sends it (``variant``) + the injected keys."""
+    """config.yaml = the template as the UI sends it (``variant``) + the injected keys.
+
+    ``object_type`` is injected by YMIR 2.4 and later only (``platform`` None: 2.5).
+    """
     values = dict(template)
     if task == "training" and annotation_format is not None:
         # the user picked another format in the UI: the template's export_format is edited to match
@@ -377,7 +417,7 @@ def make_config(
     values["class_names"] = list(class_names)
     values["gpu_id"] = ""
     values["gpu_count"] = 0
-    if protocol == "1.1.0":
+    if protocol == "1.1.0" and (platform is None or platform >= "2.4"):
         values["object_type"] = object_type  # 2.4+ only
     if task == "training":
         # mir deletes the key when no pretrained model was picked, even if the template had it
@@ -613,7 +653,8 @@ def _training_format(
     if not fmt:
         fmt = "ark" if object_type == 2 else "seg-coco"
     fmt = _ALIASES.get(fmt, fmt)
-    allowed = ("ark", "voc", "coco") if object_type == 2 else ("seg-coco", "coco")
+    # Detection data exported as COCO has boxes only, whichever COCO name was asked for.
+    allowed = ("ark", "voc", "coco", "seg-coco") if object_type == 2 else ("seg-coco", "coco")
     if fmt not in allowed:
         raise ValueError(
             "annotation format {!r} is not valid for object_type {} (use {})".format(
@@ -624,8 +665,19 @@ def _training_format(
 
 
 def _write_training(
-    result: SynthResult, rng: np.random.RandomState, fmt: str, num_train: int, num_val: int
+    result: SynthResult,
+    rng: np.random.RandomState,
+    fmt: str,
+    num_train: int,
+    num_val: int,
+    exported: bool = True,
 ) -> None:
+    """The images, annotations and index files of a training task.
+
+    ``exported`` False: what a platform writes for a format it does not know (its exporter's
+    "no annotations"): the assets and idx-assets.tsv, but no annotation files and empty
+    train / val / test indexes.
+    """
     in_dir = result.in_dir
     train = _make_split(result, rng, num_train, _TRAIN_KINDS)
     val = _make_split(result, rng, num_val, _VAL_KINDS)
@@ -633,9 +685,19 @@ def _write_training(
     result.val_images = [item[0] for item in val]
     ann_dir = in_dir / "annotations"
     anno_paths: dict[Path, Path] = {}
+    if not exported:
+        for name in ("train-index.tsv", "val-index.tsv", "test-index.tsv", "idx-gt.tsv"):
+            (in_dir / name).write_text("", encoding="utf-8")
+        result.train_index = in_dir / "train-index.tsv"
+        result.val_index = in_dir / "val-index.tsv"
+        (in_dir / "idx-assets.tsv").write_text(
+            "".join(f"{i[0]}\n" for i in train + val), encoding="utf-8"
+        )
+        (in_dir / "predictions").mkdir()
+        return
     if fmt in ("coco", "seg-coco"):
         coco_path = ann_dir / COCO_JSON_NAME
-        _write_coco(coco_path, train + val, result.class_names, result.object_type, fmt)
+        _write_coco(coco_path, train + val, result.class_names, result.object_type)
         for path, _digest, _image, _objects in train + val:
             anno_paths[path] = coco_path
     else:
@@ -719,12 +781,12 @@ def _write_coco(
     items: Sequence[tuple[Path, str, Image.Image, list[SynthObject]]],
     class_names: Sequence[str],
     object_type: int,
-    fmt: str,
 ) -> None:
-    """One json for train and val, like ``_single_task_annotations_to_coco``."""
+    """One json for train and val, like ``_single_task_annotations_to_coco`` (coco and seg-coco
+    alike: the data decides between masks and boxes)."""
     from pycocotools import mask as mask_utils
 
-    with_masks = object_type in (3, 4) or fmt == "seg-coco"
+    with_masks = object_type in (3, 4)
     ordered = sorted(items, key=lambda item: item[1])  # images sorted by asset id
     images, annotations, present = [], [], set()
     for image_id, (asset, _digest, image, objects) in enumerate(ordered, start=1):
@@ -765,8 +827,9 @@ def _write_coco(
                 }
                 ann["area"] = int(mask_utils.area(rle))
             else:
-                ann["segmentation"] = []
-                ann["area"] = int(w * h)
+                # a box annotation: the exporter writes its empty segmentation and mask area
+                ann["segmentation"] = {}
+                ann["area"] = 0
             annotations.append(ann)
     categories = [
         {"id": cid, "name": class_names[cid], "supercategory": "object"} for cid in sorted(present)

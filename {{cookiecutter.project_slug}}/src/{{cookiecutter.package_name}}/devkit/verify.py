@@ -18,7 +18,11 @@ the mistake would cause:
 * ``warning``: legal but suspicious or not portable to every platform version.
 
 ``CHECKS`` lists every check; ``verify_work_dir`` runs the applicable ones on a task's
-``in/`` + ``out/`` folder (a local run, or a failed platform task's leftovers).
+``in/`` + ``out/`` folder (a local run, or a failed platform task's leftovers). It reads the
+run's outcome from ``monitor.txt`` as the platform does: state 4 (or a monitor the executor never
+wrote) is a failed run, checked against the failure protocol (state 4 with an executor code, a
+one-line reason as the log's last line, no half-written result); anything else is checked as a
+success.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ..contract.errors import ErrorCode, ExecutorError
 from ..contract.images import image_size
 from ..contract.params import RESERVED_KEYS, TEMPLATE_FILES
 from ..contract.results import MAIN_METRIC
+from ..contract.tensorboard import EventFileError, event_files, read_scalars
 
 PLATFORM_FATAL = "platform-fatal"
 VERIFIER_FATAL = "verifier-fatal"
@@ -100,6 +105,7 @@ CHECKS: dict[str, Check] = {
         Check("TPL011", _VF, None, "template key longer than 50 characters"),
         Check("TPL012", _VF, None, "template string value longer than 100 characters"),
         Check("TPL013", _VF, None, "template numeric value longer than 20 characters"),
+        Check("TPL014", _W, None, "export_format is exported by YMIR 2.5 only ('coco')"),
         # -- monitor.txt (contract §3.1, §7.2 D) -----------------------------------------
         Check("MON001", _VF, None, "monitor.txt is missing"),
         Check("MON002", _VF, None, "monitor.txt is empty"),
@@ -150,6 +156,7 @@ CHECKS: dict[str, Check] = {
         Check("TRN041", _PF, RC_CMD_NO_RESULT, "legacy 'map' missing or not in [0, 1]"),
         Check("TRN042", _PF, RC_CMD_NO_RESULT, "legacy model file not directly in models/"),
         Check("TRN050", _W, None, "tensorboard folder missing or empty"),
+        Check("TRN051", _W, None, "no TensorBoard event file with scalars (no training curve)"),
         # -- infer-result.json (contract §3.3, §7.2 E) -----------------------------------
         Check("INF001", _PF, RC_CMD_ERROR_UNKNOWN, "infer-result.json is missing"),
         Check("INF002", _PF, RC_CMD_ERROR_UNKNOWN, "infer-result.json is not valid JSON"),
@@ -173,6 +180,7 @@ CHECKS: dict[str, Check] = {
         Check("DET018", _VF, None, "score missing (the box is dropped)"),
         Check("DET019", _VF, None, "score is not a finite number in [0, 1]"),
         Check("DET020", _W, None, "more than 50 boxes in an image (YMIR 1.1 keeps 50)"),
+        Check("DET021", _PF, RC_CMD_ERROR_UNKNOWN, "rotate_angle under the legacy protocol"),
         Check("SEG001", _PF, RC_CMD_ERROR_UNKNOWN, "images/categories/annotations key missing"),
         Check("SEG002", _VF, None, "images/categories/annotations is not a list"),
         Check("SEG003", _PF, RC_CMD_ERROR_UNKNOWN, "image entry lacks an id or a file_name"),
@@ -207,6 +215,10 @@ CHECKS: dict[str, Check] = {
         Check("MIN006", _VF, None, "candidate missing"),
         Check("MIN007", _VF, None, "lines not sorted by descending score"),
         Check("MIN008", _W, None, "file name stem is not a 40-hex asset hash"),
+        # -- a failed run: the failure protocol (contract §5.3, design §7) ---------------
+        Check("FAL001", _W, RC_CMD_CONTAINER_ERROR, "failed run wrote no executor error code"),
+        Check("FAL002", _VF, None, "failed run's last log line is no one-line reason"),
+        Check("FAL003", _VF, None, "failed run left a half-written result"),
         # -- the work dir itself ---------------------------------------------------------
         Check("WRK001", _VF, None, "in/env.yaml missing or not a mapping"),
         Check("WRK002", _VF, None, "config.yaml missing or not a mapping"),
@@ -226,7 +238,8 @@ COUNT_METRICS = ("tp", "fp", "fn")
 MAX_STAGES = 11
 BOX_KEYS = frozenset({"x", "y", "w", "h", "rotate_angle"})
 EXPORT_FORMAT_RE = re.compile(r"^(ark|voc|det-ark|det-voc|coco|seg-coco):raw$")
-DETECTION_FORMATS = frozenset({"ark", "voc", "det-ark", "det-voc", "coco"})
+# Detection reads boxes from either COCO name (YMIR 2.1-2.4 export COCO only as seg-coco).
+DETECTION_FORMATS = frozenset({"ark", "voc", "det-ark", "det-voc", "coco", "seg-coco"})
 SEGMENTATION_FORMATS = frozenset({"coco", "seg-coco"})
 # docker/go-units RAMInBytes, which parses --shm-size.
 DOCKER_SIZE_RE = re.compile(r"^(\d+(\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
@@ -570,20 +583,23 @@ def _check_export_format(path: Path, data: dict[str, Any], object_type: int) -> 
             )
         ]
     family = value.strip().split(":")[0]
-    if object_type == 2 and family not in DETECTION_FORMATS:
-        return [
-            _finding(
-                "TPL007",
-                f"{path}: export_format {value!r} is a segmentation format but "
-                "object_type is 2 (detection)",
-            )
-        ]
     if object_type in (3, 4) and family not in SEGMENTATION_FORMATS:
         return [
             _finding(
                 "TPL007",
                 f"{path}: export_format {value!r} carries no masks; object_type {object_type} "
                 "needs seg-coco (or coco)",
+            )
+        ]
+    if object_type == 2 and family not in DETECTION_FORMATS:
+        return [_finding("TPL007", f"{path}: export_format {value!r} is not a detection format")]
+    if family == "coco":
+        return [
+            _finding(
+                "TPL014",
+                f"{path}: export_format {value!r}: YMIR 2.0-2.4 do not know 'coco' and export no "
+                "annotations for it (empty train / val indexes); 'seg-coco:raw' is the COCO "
+                "export of YMIR 2.1 and later",
             )
         ]
     return []
@@ -742,6 +758,8 @@ def verify_training(
                 "TRN050", f"{tensorboard_dir} is missing or empty; write TensorBoard events there"
             )
         )
+    else:
+        findings.extend(_check_tensorboard(tensorboard_dir))
     if not result_file.is_file():
         findings.append(_finding("TRN001", f"{result_file} is missing"))
         return findings
@@ -792,6 +810,24 @@ def verify_training(
         return findings
     findings.extend(_check_modern_result(result_file, data, models_dir, object_type))
     return findings
+
+
+def _check_tensorboard(tensorboard_dir: Path) -> list[Finding]:
+    """The training curve YMIR's TensorBoard shows: an event file with at least one scalar."""
+    try:
+        scalars = read_scalars(tensorboard_dir)
+    except (OSError, EventFileError) as error:
+        return [_finding("TRN051", f"{tensorboard_dir}: unreadable event file: {error}")]
+    if scalars:
+        return []
+    files = len(event_files(tensorboard_dir))
+    return [
+        _finding(
+            "TRN051",
+            f"{tensorboard_dir}: {files} event file(s) without a scalar; YMIR shows no training "
+            "curve (write loss and metrics, e.g. with ctx.tensorboard.add_scalars)",
+        )
+    ]
 
 
 def _check_file_name(where: str, name: Any) -> Finding | None:
@@ -1157,12 +1193,12 @@ def _check_detection(
             )
         size = sizes.get(os.path.basename(str(key)))
         for index, annotation in enumerate(boxes):
-            findings.extend(_check_box(f"{where}[{index}]", annotation, known, size))
+            findings.extend(_check_box(f"{where}[{index}]", annotation, known, size, legacy))
     return findings
 
 
 def _check_box(
-    where: str, annotation: Any, known: set, size: tuple[int, int] | None
+    where: str, annotation: Any, known: set, size: tuple[int, int] | None, legacy: bool = False
 ) -> list[Finding]:
     if not isinstance(annotation, dict) or not isinstance(annotation.get("box"), dict):
         return [
@@ -1188,7 +1224,15 @@ def _check_box(
             findings.append(
                 _finding("DET012", f"{where}: box {key} = {box.get(key)!r} must be a JSON integer")
             )
-    if "rotate_angle" in box and not (
+    if "rotate_angle" in box and legacy:
+        # found by ymir-cmd 1.1.0's mir mining --add-annotations (json_format.ParseDict)
+        findings.append(
+            _finding(
+                "DET021",
+                f"{where}: YMIR 1.1's Rect has only x, y, w, h; rotate_angle fails the task",
+            )
+        )
+    elif "rotate_angle" in box and not (
         _is_number(box["rotate_angle"]) and math.isfinite(box["rotate_angle"])
     ):
         findings.append(
@@ -1694,16 +1738,188 @@ def _object_type(config: dict[str, Any], env: dict[str, Any], in_dir: Path) -> i
     return 2
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended, as the platform reads it from ``monitor.txt`` (and the log's tail)."""
+
+    failed: bool
+    state: int | None
+    code: int | None
+    reason: str  # the log's last non-blank line: what the YMIR UI shows last
+
+    def describe(self) -> str:
+        if not self.failed:
+            return f"the run succeeded (monitor state {self.state})"
+        if self.state != 4:
+            state = "the executor never wrote monitor.txt" if self.state == 1 else "no state 4"
+            return f"the run failed ({state})"
+        code = "no code" if self.code is None else f"code {self.code}"
+        if self.code in EXECUTOR_CODES:
+            code += f" {ErrorCode(self.code).name}"
+        return f"the run failed (monitor state 4, {code}): {self.reason or 'no reason logged'}"
+
+
+def _monitor_state(monitor_file: Path) -> tuple[int | None, int | None]:
+    """(state, code) of monitor.txt's first line; None where absent or not an integer."""
+    try:
+        with open(monitor_file, encoding="utf-8", errors="replace") as handle:
+            fields = handle.readline().strip().split("\t")
+    except OSError:
+        return None, None
+    numbers: list[int | None] = []
+    for index in (3, 4):
+        try:
+            numbers.append(int(fields[index]))
+        except (IndexError, ValueError):
+            numbers.append(None)
+    return numbers[0], numbers[1]
+
+
+def _log_tail(log_file: Path, count: int = 2) -> list[str] | None:
+    """The last ``count`` non-blank lines of the executor log; None when it is missing."""
+    try:
+        text = log_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return [line.rstrip() for line in text.splitlines() if line.strip()][-count:]
+
+
+def _log_file(env: dict[str, Any], out_dir: Path) -> Path:
+    return _output_path(env, "executor_log_file", out_dir, "ymir-executor-out.log")
+
+
+def run_outcome(work_dir: Path) -> RunOutcome:
+    """The outcome of the run in ``work_dir``: failed when ``monitor.txt`` says error (4), or
+    still pending (1: the executor never reported, so it did not get far)."""
+    work_dir = Path(work_dir)
+    env, error = _read_yaml(work_dir / "in" / "env.yaml")
+    env = env if not error and isinstance(env, dict) else {}
+    out_dir = work_dir / "out"
+    state, code = _monitor_state(_output_path(env, "monitor_file", out_dir, "monitor.txt"))
+    tail = _log_tail(_log_file(env, out_dir)) or []
+    return RunOutcome(
+        failed=state in (1, 4), state=state, code=code, reason=tail[-1].strip() if tail else ""
+    )
+
+
+# The end of an uncaught Python traceback: "ValueError: ..." after indented frame lines.
+_EXCEPTION_LINE_RE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
+
+
+def verify_failure(
+    out_dir: Path,
+    env: dict[str, Any],
+    config: dict[str, Any],
+    object_type: int,
+    candidates: tuple[list[str], list[str]] | None,
+) -> list[Finding]:
+    """A failed run against the failure protocol, beyond the monitor line itself: an executor
+    code (else YMIR can only say 160004), a one-line reason as the log's last line (the UI shows
+    the last lines), and no half-written result (whatever result file exists must be complete:
+    YMIR leaves a failed task's out/ as it is, and a retry or a user reads it). ``candidates``:
+    the candidate index's paths as given and as local paths (mining / infer tasks)."""
+    out_dir = Path(out_dir)
+    findings: list[Finding] = []
+    monitor_file = _output_path(env, "monitor_file", out_dir, "monitor.txt")
+    state, code = _monitor_state(monitor_file)
+    if state == 4 and code is None:
+        findings.append(
+            _finding(
+                "FAL001",
+                f"{monitor_file}: state 4 without an error code; YMIR reports 160004 (container "
+                "error): fine for an unexpected failure, a known one should carry its 300xxx code",
+            )
+        )
+    log_file = _log_file(env, out_dir)
+    tail = _log_tail(log_file)
+    if not tail:
+        what = "is missing" if tail is None else "is empty"
+        findings.append(
+            _finding("FAL002", f"{log_file} {what}: the UI shows no reason for the failure")
+        )
+    else:
+        last, before = tail[-1], tail[0] if len(tail) > 1 else ""
+        ends_in_traceback = (
+            last[:1].isspace()
+            or last.startswith("Traceback")
+            or (before[:1].isspace() and _EXCEPTION_LINE_RE.match(last) is not None)
+        )
+        if ends_in_traceback:
+            findings.append(
+                _finding(
+                    "FAL002",
+                    f"{log_file}: ends in a traceback ({last.strip()[:120]!r}); print a one-line "
+                    "reason after it, the last lines are what the YMIR UI shows",
+                )
+            )
+    findings.extend(_half_written(out_dir, env, config, object_type, candidates))
+    return findings
+
+
+def _half_written(
+    out_dir: Path,
+    env: dict[str, Any],
+    config: dict[str, Any],
+    object_type: int,
+    candidates: tuple[list[str], list[str]] | None,
+) -> list[Finding]:
+    problems: list[Finding] = []
+    if out_dir.is_dir():
+        for path in sorted(out_dir.rglob(".*.tmp")):
+            problems.append(_finding("FAL003", f"{path}: a temporary file of an unfinished write"))
+    legacy, _ = _protocol(env)
+    results: list[tuple[Path, Any]] = [
+        (
+            _output_path(env, "training_result_file", out_dir, "models/result.yaml"),
+            lambda: verify_training(out_dir, env, config, object_type),
+        ),
+    ]
+    if candidates is not None:
+        as_given, local = candidates
+        mining_file = _output_path(env, "mining_result_file", out_dir, "result.tsv")
+        infer_file = _output_path(env, "infer_result_file", out_dir, "infer-result.json")
+        class_names = (
+            config.get("class_names") if isinstance(config.get("class_names"), list) else []
+        )
+        results += [
+            (
+                mining_file,
+                lambda: verify_mining(out_dir, as_given, result_file=mining_file),
+            ),
+            (
+                infer_file,
+                lambda: verify_infer(
+                    out_dir, local, class_names, object_type, legacy, result_file=infer_file
+                ),
+            ),
+        ]
+    for result_file, check in results:
+        if not result_file.is_file():
+            continue
+        for finding in check():
+            if finding.severity != WARNING and not finding.check_id.startswith("WRK"):
+                problems.append(
+                    _finding(
+                        "FAL003",
+                        f"{result_file} is incomplete after the failure ({finding.check_id}: "
+                        f"{finding.message})",
+                    )
+                )
+    return problems
+
+
 def verify_work_dir(
-    work_dir: Path, expect_success: bool = True, object_type: int | None = None
+    work_dir: Path, expect_success: bool | None = None, object_type: int | None = None
 ) -> list[Finding]:
     """Verify a task's ``work_dir/in`` + ``work_dir/out`` like the platform would read them.
 
     Reads ``in/env.yaml`` and the config it names, then checks the monitor and the outputs of
     every task env.yaml asks for. Env paths are used as given (a local run writes real local
     paths); container paths of a platform task's leftovers are moved under ``work_dir``.
-    With ``expect_success=False`` only the monitor is checked (state 4 expected).
-    ``object_type`` defaults to config.yaml's (YMIR 2.4+), else the manifest's, else 2.
+    ``expect_success``: None reads the outcome from monitor.txt (:func:`run_outcome`); a
+    failed run (or False) is checked against the failure protocol (:func:`verify_failure`)
+    instead of for results. ``object_type`` defaults to config.yaml's (YMIR 2.4+), else the
+    manifest's, else 2.
     """
     work_dir = Path(work_dir)
     in_dir, out_dir = work_dir / "in", work_dir / "out"
@@ -1743,16 +1959,27 @@ def verify_work_dir(
     legacy, protocol_findings = _protocol(env)
     findings.extend(protocol_findings)
     monitor_file = _output_path(env, "monitor_file", out_dir, "monitor.txt")
+    if expect_success is None:
+        expect_success = not run_outcome(work_dir).failed
     findings.extend(
         verify_monitor(
             monitor_file, expect_success, task_id=str(env["task_id"]) if "task_id" in env else None
         )
     )
-    if not expect_success:
-        return findings
-
     if object_type is None:
         object_type = _object_type(config, env, in_dir)
+
+    index = None if training else _rebase(inputs.get("candidate_index_file"), in_root, in_dir)
+    raw_candidates = None if index is None else _read_candidates(index)
+    if not expect_success:
+        candidates = (
+            None
+            if raw_candidates is None
+            else (raw_candidates, [str(_rebase(path, in_root, in_dir)) for path in raw_candidates])
+        )
+        findings.extend(verify_failure(out_dir, env, config, object_type, candidates))
+        return findings
+
     if training:
         # verify_training reports its own protocol findings; keep them once.
         findings.extend(
@@ -1762,8 +1989,6 @@ def verify_work_dir(
         )
         return findings
 
-    index = _rebase(inputs.get("candidate_index_file"), in_root, in_dir)
-    raw_candidates = _read_candidates(index)
     if raw_candidates is None:
         findings.append(_finding("WRK005", f"candidate index {index} is missing or unreadable"))
         return findings

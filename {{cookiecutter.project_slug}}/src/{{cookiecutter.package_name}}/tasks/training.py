@@ -4,6 +4,8 @@ The contract, whatever the model:
 
 - hyper-parameters come from ``ctx.params`` (defaults: ``img-man/training-template.yaml``);
 - progress goes to ``ctx.progress(fraction)`` (0..1 of this task's share of ``monitor.txt``);
+- training curves go to ``ctx.tensorboard.add_scalars({tag: value}, step)`` (event files in the
+  folder YMIR shows in its TensorBoard): the loss as it trains, the metrics of every stage;
 - each model stage's files are saved under ``ctx.env.output.models_dir / <stage>/`` (flat in
   ``models_dir`` on the legacy protocol, ``ctx.legacy``) and registered with
   ``ctx.results.add_stage(stage, files, metrics)``: file names relative to that folder, metrics
@@ -45,8 +47,10 @@ def train(ctx: Any) -> None:
 
     # ---- REPLACE ME: plug your model in here ------------------------------------------------
     # Train on train_items (ctx.device is "cpu" or "cuda:0"; a pretrained package chosen by the
-    # user is in ctx.model.files) reporting ctx.progress, predict every validation image in the
-    # result writers' formats (see baseline.predict), save the weights into stage_dir.
+    # user is in ctx.model.files) reporting ctx.progress and the loss to ctx.tensorboard,
+    # predict every validation image in the result writers' formats (see baseline.predict),
+    # save the weights into stage_dir.
+    curve = _FitCurve(ctx, len(train_items))  # the baseline has no loss: its fit progress
     model = baseline.fit(
         train_items,
         num_classes,
@@ -57,7 +61,7 @@ def train(ctx: Any) -> None:
             if ctx.object_type != DETECTION
             else baseline.DEFAULT_MASK_GRID_SIZE
         ),
-        progress=lambda fraction: ctx.progress(0.5 * fraction),
+        progress=curve.report,
     )
     predictions = {}
     for done, item in enumerate(val_items, start=1):
@@ -69,9 +73,32 @@ def train(ctx: Any) -> None:
     # ---- end of REPLACE ME ------------------------------------------------------------------
 
     metrics = evaluation.evaluate_predictions(ctx.object_type, val_items, predictions, num_classes)
+    ctx.tensorboard.add_scalars(
+        {f"val/{key}": value for key, value in metrics.items()}, step=len(train_items)
+    )
     ctx.results.add_stage(STAGE, files=files, metrics=_stage_metrics(ctx.object_type, metrics))
     ctx.progress(1.0)
     log.info("training done, stage %r: %s", STAGE, _summary(metrics))
+
+
+class _FitCurve:
+    """Fit progress as monitor progress (first half of the task) and as a TensorBoard curve
+    over the images fitted, one point per 5% (a point per image would be noise)."""
+
+    POINTS = 20
+
+    def __init__(self, ctx: Any, total: int) -> None:
+        self.ctx = ctx
+        self.total = total
+        self.points = 0
+
+    def report(self, fraction: float) -> None:
+        self.ctx.progress(0.5 * fraction)
+        point = int(fraction * self.POINTS)
+        if point > self.points or fraction >= 1.0:
+            self.points = point
+            step = round(fraction * self.total)
+            self.ctx.tensorboard.add_scalars({"train/fit_progress": fraction}, step=step)
 
 
 def _stage_metrics(object_type: int, metrics: dict[str, float]) -> dict[str, float]:
