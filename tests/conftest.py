@@ -196,6 +196,7 @@ def framework_files(package: str, framework: str) -> set[str]:
     files = {f"src/{package}/{name}" for name in OPENMMLAB_FILES + FRAMEWORK_FILES[framework]}
     files |= {f"tests/{name}" for name in OPENMMLAB_TESTS + FRAMEWORK_TESTS[framework]}
     files.add("scripts/install-cpu-stack.sh")
+    files.add("docker/build-mmcv.sh")
     if framework == "mmdetection":
         files |= set(MMDETECTION_BENCHMARKS)
     return files
