@@ -133,6 +133,7 @@ OPENMMLAB_FILES = [
     "frameworks/openmmlab/hooks.py",
     "frameworks/openmmlab/options.py",
     "frameworks/openmmlab/package.py",
+    "frameworks/openmmlab/preflight.py",
     "frameworks/openmmlab/weights.py",
 ]
 OPENMMLAB_TESTS = [
@@ -142,6 +143,7 @@ OPENMMLAB_TESTS = [
     "test_openmmlab_failures.py",
     "test_openmmlab_hooks.py",
     "test_openmmlab_options.py",
+    "test_openmmlab_preflight.py",
     "test_openmmlab_weights.py",
 ]
 FRAMEWORK_FILES = {

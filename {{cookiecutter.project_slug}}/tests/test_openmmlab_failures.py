@@ -107,27 +107,3 @@ def test_mapped_context_converts_known_and_keeps_unknown() -> None:
     assert raised.value.code == ErrorCode.OUT_OF_MEMORY
     with pytest.raises(ZeroDivisionError), failures.mapped():
         raise ZeroDivisionError("bug")
-
-
-def test_cpu_tasks_need_no_gpu() -> None:
-    failures.check_devices([])
-
-
-def test_gpu_requested_but_absent_is_300102() -> None:
-    if torch.cuda.is_available():
-        too_many = [torch.cuda.device_count() + 3]
-        with pytest.raises(ExecutorError) as raised:
-            failures.check_devices(too_many)
-    else:
-        with pytest.raises(ExecutorError) as raised:
-            failures.check_devices([0])
-    assert raised.value.code == ErrorCode.NO_GPU
-
-
-def test_architecture_support_rules() -> None:
-    arch = ["sm_70", "sm_80", "sm_86", "sm_90", "compute_90"]
-    assert failures._arch_supported(80, arch)
-    assert failures._arch_supported(89, arch)  # sm_86 cubins run on sm_89
-    assert failures._arch_supported(100, arch)  # PTX of compute_90 is JIT-compiled
-    assert not failures._arch_supported(61, arch)
-    assert not failures._arch_supported(100, ["sm_80", "sm_90"])
