@@ -147,6 +147,7 @@ def synthesize(
     task_id: str | None = None,
     template: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
+    gpu_count: int = 0,
 ) -> SynthResult:
     """Write ``<work>/in`` and an empty ``<work>/out`` for one platform task.
 
@@ -167,6 +168,8 @@ def synthesize(
     ``assets_cache``: the shared asset cache (default ``<work>/asset_cache``); chained tasks
     share one, like the platform's per-user cache. ``template``: use this instead of the
     executor's template for the task (e.g. data for a task the executor does not declare).
+    ``gpu_count``: GPUs the platform gives the task (``gpu_id`` ``'0,...,n-1'``, the indices
+    inside the container); 0: the CPU.
 
     The work dir must be empty, missing, or a previous synthesize() output (which is replaced).
     """
@@ -284,6 +287,7 @@ def synthesize(
         model_key,
         result.model_params,
         result.annotation_format,
+        gpu_count=gpu_count,
     )
     # mir writes config.yaml with yaml.dump(..., allow_unicode=True)
     result.config_file.write_text(yaml.dump(result.config, allow_unicode=True), encoding="utf-8")
@@ -361,6 +365,7 @@ def make_config(
     model_key: str | None,
     model_paths: Sequence[str],
     annotation_format: str | None,
+    gpu_count: int = 0,
 ) -> dict[str, Any]:
     """config.yaml = the template as the UI sends it (``variant``) + the injected keys."""
     values = dict(template)
@@ -375,8 +380,8 @@ def make_config(
     # Injected after the UI step, so the UI's dropping never removes them (gpu_id '' stays).
     values["task_id"] = task_id
     values["class_names"] = list(class_names)
-    values["gpu_id"] = ""
-    values["gpu_count"] = 0
+    values["gpu_id"] = ",".join(str(index) for index in range(gpu_count))
+    values["gpu_count"] = gpu_count
     if protocol == "1.1.0":
         values["object_type"] = object_type  # 2.4+ only
     if task == "training":
