@@ -141,6 +141,7 @@ OPENMMLAB_TESTS = [
     "test_openmmlab_checkpoint_file.py",
     "test_openmmlab_distributed.py",
     "test_openmmlab_failures.py",
+    "test_openmmlab_gpu_check.py",
     "test_openmmlab_hooks.py",
     "test_openmmlab_options.py",
     "test_openmmlab_preflight.py",
@@ -199,6 +200,7 @@ def framework_files(package: str, framework: str) -> set[str]:
     files |= {f"tests/{name}" for name in OPENMMLAB_TESTS + FRAMEWORK_TESTS[framework]}
     files.add("scripts/install-cpu-stack.sh")
     files.add("docker/build-mmcv.sh")
+    files.add("scripts/gpu_check.py")
     if framework == "mmdetection":
         files |= set(MMDETECTION_BENCHMARKS)
     return files
