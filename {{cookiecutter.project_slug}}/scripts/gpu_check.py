@@ -357,9 +357,9 @@ def project_requirements(pyproject: Path) -> list[str]:
 
 
 def stack_requirements(installed: dict[str, str]) -> list[str]:
-    """What the project, mmengine and the framework require, as installed now."""
+    """What the project, mmcv, mmengine and the framework require, as installed now."""
     requirements = project_requirements(ROOT / "pyproject.toml")
-    for name in PINNED:
+    for name in ["mmcv", *PINNED]:
         if name in installed:
             requirements += importlib.metadata.requires(name) or []
     return requirements
