@@ -68,6 +68,7 @@ def select_framework(answers, package_dir):
         for test in Path("tests").glob("test_openmmlab_*.py"):
             remove(test)
         remove(Path("scripts"))  # it installs the OpenMMLab stack
+        remove(Path("docker", "build-mmcv.sh"))  # it compiles mmcv
     if framework != "mmdetection":
         remove(Path("benchmarks"))  # they compare MMDetection inference and training paths
 

@@ -137,6 +137,7 @@ OPENMMLAB_FILES = [
     "frameworks/openmmlab/hooks.py",
     "frameworks/openmmlab/options.py",
     "frameworks/openmmlab/package.py",
+    "frameworks/openmmlab/preflight.py",
     "frameworks/openmmlab/weights.py",
 ]
 OPENMMLAB_TESTS = [
@@ -144,8 +145,10 @@ OPENMMLAB_TESTS = [
     "test_openmmlab_checkpoint_file.py",
     "test_openmmlab_distributed.py",
     "test_openmmlab_failures.py",
+    "test_openmmlab_gpu_check.py",
     "test_openmmlab_hooks.py",
     "test_openmmlab_options.py",
+    "test_openmmlab_preflight.py",
     "test_openmmlab_weights.py",
 ]
 FRAMEWORK_FILES = {
@@ -200,6 +203,8 @@ def framework_files(package: str, framework: str) -> set[str]:
     files = {f"src/{package}/{name}" for name in OPENMMLAB_FILES + FRAMEWORK_FILES[framework]}
     files |= {f"tests/{name}" for name in OPENMMLAB_TESTS + FRAMEWORK_TESTS[framework]}
     files.add("scripts/install-cpu-stack.sh")
+    files.add("docker/build-mmcv.sh")
+    files.add("scripts/gpu_check.py")
     if framework == "mmdetection":
         files |= set(MMDETECTION_BENCHMARKS)
     return files

@@ -5,6 +5,8 @@
 {%- for v in variants -%}
 {%- if matrix[v].mmcv_install == 'compile' %}{% set _ = compiled.append(v) %}{% else %}{% set _ = quick.append(v) %}{% endif -%}
 {%- endfor -%}
+{%- set gpu_prebuilt = [] -%}
+{%- for v in quick %}{% if matrix[v].cuda %}{% set _ = gpu_prebuilt.append(v) %}{% endif %}{% endfor -%}
 # Every image variant of this executor, for `docker buildx bake`:
 #   docker buildx bake            the default group: the lines with prebuilt wheels, and cpu
 #   docker buildx bake compile    the lines that compile heavy extensions (long; opt-in)
@@ -35,6 +37,22 @@ variable "EXECUTOR_VERSION" {
 variable "WEIGHTS_BASE_URL" {
   default = ""
 }
+{%- if gpu_prebuilt %}
+
+# How the prebuilt lines ({{ gpu_prebuilt|join(', ') }}) get mmcv: "prebuilt", OpenMMLab's wheel (no
+# kernels for Hopper or newer GPUs), or "build", compiled for the line's TORCH_CUDA_ARCH_LIST in
+# its -devel image, e.g. MMCV_WHEEL=build docker buildx bake {{ gpu_prebuilt[0] }}
+variable "MMCV_WHEEL" {
+  default = "prebuilt"
+}
+{%- endif %}
+{%- if gpu_prebuilt or compiled %}
+
+# Parallel jobs of an mmcv compile; empty: one per 3 GB of the build machine's memory.
+variable "MAX_JOBS" {
+  default = ""
+}
+{%- endif %}
 {%- endif %}
 
 group "default" {
@@ -61,6 +79,12 @@ target "{{ v }}" {
     EXECUTOR_VERSION = EXECUTOR_VERSION
 {%- if cookiecutter.__framework != 'none' %}
     WEIGHTS_BASE_URL = WEIGHTS_BASE_URL
+{%- if v in gpu_prebuilt %}
+    MMCV_WHEEL       = MMCV_WHEEL
+{%- endif %}
+{%- if line.cuda %}
+    MAX_JOBS         = MAX_JOBS
+{%- endif %}
 {%- endif %}
   }
 }

@@ -26,6 +26,7 @@ On a GPU add ``--device cuda`` (the default when one is visible) and keep the 64
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
@@ -226,6 +227,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible)")
     parser.add_argument(
+        "--json", type=Path, help="also write the rates to this file (make gpu-check reads it)"
+    )
+    parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
         default="wall",
@@ -267,17 +271,31 @@ def main(argv=None) -> int:
         f"{'exec/per-image':>16}{'exec/bare':>11}"
     )
     print(header + "\n" + f"{'':<17}{'img/s':>10}{'img/s':>11}{'img/s':>9}")
+    rates = []
     with tempfile.TemporaryDirectory(prefix="ymir-bench-") as temporary:
         work = Path(temporary)
         paths = synthetic_images(work / "images", args.images, args.image_width, args.image_height)
         for spec in specs:
             speed = measure(args, spec, object_type, work, paths)
+            rates.append({"model": spec.name, **speed})
             print(
                 f"{spec.name:<17}{speed['executor']:>10.2f}{speed['per-image']:>11.2f}"
                 f"{speed['bare']:>9.2f}{speed['executor'] / speed['per-image']:>15.2f}x"
                 f"{100 * speed['executor'] / speed['bare']:>10.0f}%",
                 flush=True,
             )
+    if args.json:
+        summary = {
+            "device": args.device,
+            "hardware": hardware,
+            "torch": torch.__version__,
+            "fp16": args.fp16,
+            "images": args.images,
+            "img_size": args.img_size,
+            "batch_size": args.batch_size,
+            "rates": rates,  # images per second of each path
+        }
+        args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -1027,3 +1027,31 @@ def test_cli_runs_as_a_module(tmp_path: Path) -> None:
     assert proc.returncode == 0
     for command in ("synth", "run", "verify", "chain"):
         assert command in proc.stdout
+
+
+def test_gpus_reach_the_config_and_the_run_like_the_platform(
+    tmp_path: Path, fake_package: str, fake_docker: Path
+) -> None:
+    """YMIR passes host GPUs with docker run --gpus and numbers them from 0 in gpu_id."""
+    result = synthesize(tmp_path / "w", "infer", OBJECT_TYPE, num_candidates=2, gpu_count=2)
+    config = yaml.safe_load(result.config_file.read_text(encoding="utf-8"))
+    assert config["gpu_id"] == "0,1" and config["gpu_count"] == 2
+    command = docker_run_command(result.work_dir, "img", name="n", gpus="2,3")
+    assert command[command.index("--gpus") + 1] == '"device=2,3"'
+    assert command.index("--gpus") < command.index("img")
+    # locally the same GPUs through CUDA_VISIBLE_DEVICES (in-process index 0 is host GPU 2)
+    (result.out_dir / "mode").write_text("ok", encoding="utf-8")
+    assert run(result.work_dir, timeout=60, package=fake_package, gpus="2,3").ok
+    report = json.loads((result.out_dir / "report.json").read_text(encoding="utf-8"))
+    assert report["environ"]["CUDA_VISIBLE_DEVICES"] == "2,3"
+
+    docker = str(fake_docker / "docker")
+    work = tmp_path / "chain"
+    arguments = ["chain", "--work", str(work), "--image", "img:1", "--docker", docker, "--quiet"]
+    devkit_main([*arguments, "--gpus", "1"])
+    runs = [c for c in docker_calls(fake_docker) if c[0] == "run" and "cat" not in c]
+    assert runs and all(call[call.index("--gpus") + 1] == '"device=1"' for call in runs)
+    config = yaml.safe_load((work / "training" / "in" / "config.yaml").read_text())
+    assert config["gpu_id"] == "0" and config["gpu_count"] == 1
+    with pytest.raises(SystemExit):
+        devkit_main([*arguments, "--gpus", "all"])

@@ -7,6 +7,7 @@ checked, only that each is there.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -49,16 +50,24 @@ def run_benchmark(name: str, *args: str) -> str:
 
 
 @requires("infer")
-def test_inference_benchmark_prints_a_line_per_model() -> None:
+def test_inference_benchmark_prints_a_line_per_model(tmp_path: Path) -> None:
     output = run_benchmark(
         "inference",
         *("--device", "cpu", "--images", "2", "--img-size", "64", "--batch-size", "2"),
         *("--image-width", "96", "--image-height", "64", "--rounds", "1"),
+        *("--json", str(tmp_path / "rates.json")),
     )
     assert output.startswith("device cpu (")
-    for spec in models.models_for(manifest_object_type(default_img_man())):
+    specs = models.models_for(manifest_object_type(default_img_man()))
+    for spec in specs:
         rates = rf"\s+{NUMBER}" * 3  # executor, per-image and bare img/s
         assert re.search(rf"^{spec.name}{rates}\s+{NUMBER}x\s+{NUMBER}%$", output, re.M), output
+    # the same rates for make gpu-check
+    written = json.loads((tmp_path / "rates.json").read_text(encoding="utf-8"))
+    assert written["device"] == "cpu" and written["fp16"] is False
+    assert [row["model"] for row in written["rates"]] == [spec.name for spec in specs]
+    for row in written["rates"]:
+        assert all(row[path] > 0 for path in ("executor", "per-image", "bare")), row
 
 
 @requires("training")

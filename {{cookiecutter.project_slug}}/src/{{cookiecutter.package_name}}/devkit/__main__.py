@@ -4,10 +4,11 @@
            [--platform 1.1|2.0|...|2.5] [--format ark|voc|coco|seg-coco]
            [--config-variant as-is|drop-empty|drop-falsy|strings]
            [--images DIR] [--single-image] [--model TAR|DIR] [--pretrained TAR|DIR] ...
-    run    --work DIR [--timeout S] [--image IMAGE [--user UID:GID] [--shm-size S] [--docker CLI]]
+    run    --work DIR [--timeout S] [--gpus 0,...]
+           [--image IMAGE [--user UID:GID] [--shm-size S] [--docker CLI]]
     verify --work DIR
     chain  --work DIR [--protocol 1.1.0|1.0.0|legacy|all] [--timeout S] [--model TAR|DIR]
-           [--image IMAGE [--user UID:GID] [--shm-size S] [--docker CLI]]
+           [--gpus 0,...] [--image IMAGE [--user UID:GID] [--shm-size S] [--docker CLI]]
 
 ``--image`` runs the built image instead of the checkout's package, the way the platform starts
 it (``docker run`` with /in read-only, /out, an arbitrary --user, --shm-size, no command; never a
@@ -33,6 +34,10 @@ from ..contract.errors import ExecutorError
 from . import synth as synth_module
 
 PROTOCOL_CHOICES = ("1.1.0", "1.0.0", "legacy")
+RUN_GPUS_HELP = (
+    "host GPUs the task gets, e.g. 0 or 2,3: docker run --gpus device=... like the platform "
+    "(--image), or CUDA_VISIBLE_DEVICES (default: none, the CPU)"
+)
 FORMAT_CHOICES = ("ark", "voc", "coco", "seg-coco", "det-ark", "det-voc")
 
 
@@ -105,12 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-candidates", type=int, default=8)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--img-man", type=Path, help="img-man folder (default: found)")
+    _gpu_option(synth, "GPUs of the task: gpu_id '0,...,n-1' for n of them (default: the CPU)")
     _param_option(synth)
     synth.set_defaults(handler=_cmd_synth)
 
     run = commands.add_parser("run", help="run the executor on <work> like the platform")
     run.add_argument("--work", required=True, type=Path)
     run.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    _gpu_option(run, RUN_GPUS_HELP)
     _container_options(run)
     run.set_defaults(handler=_cmd_run)
 
@@ -137,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
         help="model package tar (or training work dir) for mining / infer instead of training",
     )
     chain.add_argument("--quiet", action="store_true", help="summary lines only, no findings")
+    _gpu_option(chain, RUN_GPUS_HELP + "; every task's config gets gpu_id '0,...'")
     _param_option(chain)
     _container_options(chain)
     chain.set_defaults(handler=_cmd_chain)
@@ -161,6 +169,17 @@ def _key_value(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     # YAML reads the value as config.yaml would hold it: 1 -> int, true -> bool, a -> str.
     return key.strip(), yaml.safe_load(value) if value.strip() else ""
+
+
+def _gpu_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--gpus", type=_gpu_list, metavar="0,...", help=help_text)
+
+
+def _gpu_list(text: str) -> str:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected GPU indices like 0 or 0,1, got {text!r}")
+    return ",".join(parts)
 
 
 def _container_options(parser: argparse.ArgumentParser) -> None:
@@ -229,6 +248,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         single_image=args.single_image,
         params=dict(args.params),
         platform=args.platform,
+        gpu_count=len(args.gpus.split(",")) if args.gpus else 0,
     )
     print(
         f"synthesized {result.task} (object_type {result.object_type}, protocol {result.protocol})"
@@ -260,7 +280,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .run import run
 
-    result = run(args.work, timeout=args.timeout, **_container_kwargs(args))
+    result = run(args.work, timeout=args.timeout, gpus=args.gpus, **_container_kwargs(args))
     status = "timed out" if result.timed_out else f"exit code {result.returncode}"
     if result.image:
         print("ran: " + " ".join(result.command))
@@ -306,6 +326,7 @@ def _cmd_chain(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             img_man=args.img_man,
             model=args.model,
+            gpus=args.gpus,
             **_container_kwargs(args),
             **options,
         )

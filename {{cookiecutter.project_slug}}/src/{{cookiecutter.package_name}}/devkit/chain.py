@@ -160,6 +160,7 @@ def chain(
     user: str | None = DEFAULT_USER,
     shm_size: str = DEFAULT_SHM_SIZE,
     docker: str = DEFAULT_DOCKER,
+    gpus: str | None = None,
     **synth_options: Any,
 ) -> ChainReport:
     """Run the chain for one protocol under ``base_dir`` (created; replaced if the devkit made it).
@@ -172,16 +173,20 @@ def chain(
     ``seed``, ``num_*``, ``images_dir`` ...): training-only ones to the training step, candidate
     ones to the others. ``image``: run that image like the platform instead of the checkout's
     package, with ``user``, ``shm_size`` and the ``docker`` client (see :func:`.run.run`); its
-    registration comes first and, unless ``img_man`` is given, provides the img-man. The report
-    lists every step that ran; the chain stops at the first failing step.
+    registration comes first and, unless ``img_man`` is given, provides the img-man. ``gpus``:
+    the host GPUs every task gets (``"0"``; see :func:`.run.run`), as ``gpu_id`` ``'0,...'``
+    in its config. The report lists every step that ran; the chain stops at the first failing
+    step.
     """
     protocol = synth_module.normalize_protocol(protocol)
     base = Path(base_dir).absolute()
     _prepare_base(base)
-    run_options: dict[str, Any] = {}
+    run_options: dict[str, Any] = {"gpus": gpus}
+    if gpus:
+        synth_options["gpu_count"] = len(gpus.split(","))
     registration_step = None
     if image:
-        run_options = {"image": image, "user": user, "shm_size": shm_size, "docker": docker}
+        run_options.update(image=image, user=user, shm_size=shm_size, docker=docker)
         started = time.monotonic()
         registration = register(image, base / "registered-img-man", docker=docker)
         registration_step = ChainStep(

@@ -127,6 +127,7 @@ def run(
     docker: str = DEFAULT_DOCKER,
     name: str | None = None,
     cancel_at: float | str | None = None,
+    gpus: str | None = None,
 ) -> RunResult:
     """Run the executor on ``<work_dir>/in`` -> ``<work_dir>/out`` like the platform.
 
@@ -135,7 +136,9 @@ def run(
     mode), with ``--user user`` (None: the image's user), ``--shm-size shm_size`` and ``--name
     name`` (default: the master task id), using the ``docker`` client (its environment, e.g.
     ``DOCKER_HOST``, is passed on). ``cancel_at``: kill the executor once ``monitor.txt`` reports
-    running with at least this fraction done, or ``"start"``: as soon as it runs.
+    running with at least this fraction done, or ``"start"``: as soon as it runs. ``gpus``: the
+    host GPUs the task gets (``"0"``, ``"2,3"``; the config's ``gpu_id`` counts them from 0):
+    ``docker run --gpus "device=..."`` like the platform, or ``CUDA_VISIBLE_DEVICES`` locally.
     """
     if isinstance(cancel_at, str) and cancel_at != "start":
         raise ValueError(f"cancel_at must be a fraction or 'start', got {cancel_at!r}")
@@ -173,11 +176,18 @@ def run(
                 shm_size=shm_size,
                 name=name or container_name(task_id),
                 docker=docker,
+                gpus=gpus,
             ),
             cancel_at=cancel_at,
         )
     return _run_local(
-        work, package or package_name(), log_path, monitor_file, timeout, cancel_at=cancel_at
+        work,
+        package or package_name(),
+        log_path,
+        monitor_file,
+        timeout,
+        cancel_at=cancel_at,
+        gpus=gpus,
     )
 
 
@@ -188,6 +198,7 @@ def _run_local(
     monitor_file: Path,
     timeout: float | None,
     cancel_at: float | str | None,
+    gpus: str | None = None,
 ) -> RunResult:
     env_file = work / "in" / "env.yaml"
     scratch = Path(tempfile.mkdtemp(prefix="ymir-devkit-run-"))
@@ -201,6 +212,8 @@ def _run_local(
         "YMIR_ENV_FILE": str(env_file),
         "PYTHONPATH": _import_root(module),
     }
+    if gpus:
+        environ["CUDA_VISIBLE_DEVICES"] = gpus
     in_dir = work / "in"
     before = _fingerprint(in_dir)
     modes = _make_read_only(in_dir)
@@ -383,13 +396,15 @@ def docker_run_command(
     shm_size: str = DEFAULT_SHM_SIZE,
     name: str,
     docker: str = DEFAULT_DOCKER,
+    gpus: str | None = None,
 ) -> list[str]:
     """The ``docker run`` command line of the platform (contract §5.2) for ``work_dir``.
 
     ``in/`` read-only at ``/in``, ``out/`` at ``/out``; the real folders behind the symlinks
     ``in/assets``, ``in/models`` and ``out/tensorboard`` at their own absolute paths (``in/`` ones
-    read-only), so that the symlinks resolve inside the container too. No GPU, no network (the
-    platform uses its default network; the devkit never gives the executor one), no command.
+    read-only), so that the symlinks resolve inside the container too. The host GPUs ``gpus``
+    (``--gpus "device=0,1"``, as the platform passes them) or none, no network (the platform
+    uses its default network; the devkit never gives the executor one), no command.
     """
     work = Path(work_dir).absolute()
     in_dir, out_dir = work / "in", work / "out"
@@ -409,6 +424,9 @@ def docker_run_command(
         command += ["-v", f"{source}:{target}" + (":ro" if read_only else "")]
     if user:
         command += ["--user", user]
+    if gpus:
+        # quoted: docker reads the value as CSV, where "device=0,1" would split at the comma
+        command += ["--gpus", f'"device={gpus}"']
     command += ["--shm-size", shm_size, "--name", name, image]
     return command
 

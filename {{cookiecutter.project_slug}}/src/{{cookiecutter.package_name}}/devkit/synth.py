@@ -166,6 +166,7 @@ def synthesize(
     template: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
     platform: str | None = None,
+    gpu_count: int = 0,
 ) -> SynthResult:
     """Write ``<work>/in`` and an empty ``<work>/out`` for one platform task.
 
@@ -189,6 +190,8 @@ def synthesize(
     ``platform`` (one of :data:`PLATFORMS`): that YMIR version's files instead of 2.5's; it
     decides the protocol (legacy for 1.1, else 1.1.0), and a training format it does not export
     leaves the train and validation indexes empty, as that version does.
+    ``gpu_count``: GPUs the platform gives the task (``gpu_id`` ``'0,...,n-1'``, the indices
+    inside the container); 0: the CPU.
 
     The work dir must be empty, missing, or a previous synthesize() output (which is replaced).
     """
@@ -314,6 +317,7 @@ def synthesize(
         result.model_params,
         result.annotation_format,
         platform,
+        gpu_count=gpu_count,
     )
     # mir writes config.yaml with yaml.dump(..., allow_unicode=True)
     result.config_file.write_text(yaml.dump(result.config, allow_unicode=True), encoding="utf-8")
@@ -398,6 +402,7 @@ def make_config(
     model_paths: Sequence[str],
     annotation_format: str | None,
     platform: str | None = None,
+    gpu_count: int = 0,
 ) -> dict[str, Any]:
     """config.yaml = the template as the UI sends it (``variant``) + the injected keys.
 
@@ -415,8 +420,8 @@ def make_config(
     # Injected after the UI step, so the UI's dropping never removes them (gpu_id '' stays).
     values["task_id"] = task_id
     values["class_names"] = list(class_names)
-    values["gpu_id"] = ""
-    values["gpu_count"] = 0
+    values["gpu_id"] = ",".join(str(index) for index in range(gpu_count))
+    values["gpu_count"] = gpu_count
     if protocol == "1.1.0" and (platform is None or platform >= "2.4"):
         values["object_type"] = object_type  # 2.4+ only
     if task == "training":

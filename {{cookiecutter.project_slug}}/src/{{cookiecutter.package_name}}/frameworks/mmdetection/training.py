@@ -30,7 +30,7 @@ from typing import Any
 from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import checkpoint as checkpoints
-from ..openmmlab import distributed, failures, weights
+from ..openmmlab import distributed, preflight, weights
 from ..openmmlab.hooks import run_training, train_rank
 from . import config as configs
 from . import data, models
@@ -45,7 +45,7 @@ def run(ctx: Any) -> None:
     """Train the configured model on the task's data and write stages ``best`` / ``last``."""
     settings = configs.training_settings(ctx.params, ctx.object_type)
     spec = models.get_model(settings.model, ctx.object_type)
-    failures.check_devices(ctx.gpu_ids)
+    preflight.check_devices(ctx.gpu_ids)
     world_size = distributed.process_count(ctx.gpu_ids)
     train_items, val_items = ctx.train_items(), ctx.val_items()
     log.info(

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import checkpoint as checkpoints
-from ..openmmlab import distributed, failures, weights
+from ..openmmlab import distributed, preflight, weights
 from ..openmmlab.hooks import run_training, train_rank
 from . import config as configs
 from . import data, models
@@ -139,7 +139,7 @@ def run(ctx: Any) -> None:
     """Train the configured model on the task's data and write stages ``best`` / ``last``."""
     options = settings(ctx.params)
     spec = models.get_model(options.model)
-    failures.check_devices(ctx.gpu_ids)
+    preflight.check_devices(ctx.gpu_ids)
     world_size = distributed.process_count(ctx.gpu_ids)
     train_items, val_items = ctx.train_items(), ctx.val_items()
     labels = data.label_set(ctx.class_names, options.background_class)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Sequence, TypeVar
 
 from ...contract.errors import ErrorCode, ExecutorError
-from . import failures
+from . import failures, preflight
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +164,15 @@ def run_task_job(
 ) -> None:
     """:func:`launch` ``fn`` for a task: on its GPUs, with its failures mapped to codes.
 
-    A GPU asked for but absent (300102) or unusable (300101) fails before any work; out of
+    A GPU asked for but absent (300102) or unusable (300101, also where mmcv has no kernels
+    for it: :mod:`.preflight`) fails before any work; out of
     memory (GPU, or the shared memory of loader workers) becomes 300103, and so on (see
     :mod:`.failures`). ``payload["cuda"]`` tells the job whether it runs on GPUs; progress
     events go to ``ctx.progress`` unless ``handlers`` has its own. ``processes`` (CPU only)
     overrides ``$YMIR_CPU_PROCESSES``; with GPUs there is one process per GPU of the task.
     The job's files go to ``work_dir`` (default ``ctx.work_dir``).
     """
-    failures.check_devices(ctx.gpu_ids)
+    preflight.check_devices(ctx.gpu_ids)
     handlers = {"progress": lambda event: ctx.progress(float(event["fraction"])), **handlers}
     with failures.mapped():
         launch(
@@ -192,6 +193,7 @@ def _run_here(
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     if gpu_ids:
         torch.cuda.set_device(gpu_ids[0])
+        preflight.check_kernels(gpu_ids[0])
     elif not torch.cuda.is_initialized():
         # The CPU was asked for although GPUs may be visible: hide them from mmengine, which
         # picks "cuda" whenever it can.
@@ -470,6 +472,7 @@ def _worker(job_file: str) -> int:
     try:
         if job["cuda"]:
             torch.cuda.set_device(local_rank())
+            preflight.check_kernels(local_rank())
         dist.init_process_group("nccl" if job["cuda"] else "gloo", init_method="env://")
         module_name, _, name = job["entry"].partition(":")
         fn = getattr(importlib.import_module(module_name), name)

@@ -17,7 +17,9 @@ its code (``contract.errors.ErrorCode``) instead of ending as a generic containe
 :func:`classify` looks at the exception and its causes (type first, then message), because
 the same condition reaches us as different types depending on where it happened (the main
 process, a DataLoader worker, another rank). Anything unrecognised is left alone: the
-entrypoint then reports an unexpected failure with its traceback.
+entrypoint then reports an unexpected failure with its traceback. :mod:`.preflight` turns the
+CUDA failures it provokes before the work starts into messages that name the GPU, the image
+and the fix.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from typing import Iterator, Sequence
+from typing import Iterator
 from urllib.error import URLError
 
 from ...contract.errors import ErrorCode, ExecutorError
@@ -39,6 +41,27 @@ _REASON_CHARS = 200
 class NonFiniteLossError(FloatingPointError):
     """Raised by the training hook when the loss is NaN or infinite."""
 
+
+# What CUDA, PyTorch and cuDNN say (lower case) when the driver is older than the image's CUDA
+# needs: too old outright, or a newer CUDA's PTX / forward-compatibility package it cannot use.
+DRIVER_TOO_OLD = (
+    "cuda driver version is insufficient",
+    "driver on your system is too old",
+    "forward compatibility was attempted",
+    "unsupported ptx version",
+    "ptx was compiled with an unsupported toolchain",
+    "unsupported display driver / cuda driver combination",
+)
+# ... and when the code lacks kernels for the GPU's architecture (in PyTorch, mmcv's ops or
+# another extension), or the extension was compiled without CUDA at all.
+NO_KERNELS = (
+    "no kernel image is available",
+    "invalid device function",
+    "device kernel image is invalid",
+    "is not compatible with the current pytorch installation",
+    "cudnn_status_arch_mismatch",
+    "implementation for device cuda",
+)
 
 # (code, lower-case message fragments, hint) in the order they are tried: "no GPU" before the
 # driver patterns (both mention the NVIDIA driver), memory before everything (a worker killed
@@ -81,19 +104,15 @@ _PATTERNS: tuple[tuple[ErrorCode, tuple[str, ...], str], ...] = (
     ),
     (
         ErrorCode.CUDA_GPU,
-        (
-            "no kernel image is available",
-            "cuda driver version is insufficient",
-            "driver on your system is too old",
-            "invalid device function",
-            "forward compatibility was attempted",
-            "cuda error: unsupported ptx version",
-            "is not compatible with the current pytorch installation",
-            "cudnn_status_arch_mismatch",
-            "cudnn_status_not_supported",
-            "cuda initialization",
-        ),
-        "use an image variant built for this GPU and driver (see the README's variant table)",
+        DRIVER_TOO_OLD,
+        "update the NVIDIA driver, or use an image variant of an older CUDA line (see the "
+        "README's variant table)",
+    ),
+    (
+        ErrorCode.CUDA_GPU,
+        (*NO_KERNELS, "cudnn_status_not_supported", "cuda initialization"),
+        "use an image built for this GPU: on a prebuilt line --build-arg MMCV_WHEEL=build, "
+        "else a newer line (see the README's variant table)",
     ),
     (
         ErrorCode.NETWORK,
@@ -142,9 +161,9 @@ def classify(error: BaseException) -> ExecutorError | None:
             return _make(code, item)
     for item in chain:
         text = f"{type(item).__name__}: {item}".lower()
-        for code, fragments, _hint in _PATTERNS:
+        for code, fragments, hint in _PATTERNS:
             if any(fragment in text for fragment in fragments):
-                return _make(code, item)
+                return _make(code, item, hint)
     for item in chain:
         if _is_network(item):
             return _make(ErrorCode.NETWORK, item)
@@ -173,69 +192,6 @@ def mapped() -> Iterator[None]:
         raise known from error
 
 
-def check_devices(gpu_ids: Sequence[int]) -> None:
-    """Fail early, with the right code, when the GPUs the task asks for cannot be used.
-
-    ``gpu_ids`` are in-container indices (``ctx.gpu_ids``); empty means the CPU (always fine).
-
-    Raises:
-        ExecutorError: NO_GPU when CUDA sees no or too few GPUs, CUDA_GPU when the driver is
-            too old for the image's CUDA or the image's torch has no kernels for the GPU.
-    """
-    if not gpu_ids:
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        reason = "torch sees no CUDA device"
-        try:
-            # is_available() only says False; init() says why (old driver, no driver, ...).
-            torch.cuda.init()
-        except Exception as error:
-            known = classify(error)
-            if known is not None:
-                raise known from error
-            reason = _reason(error)
-        raise ExecutorError(
-            ErrorCode.NO_GPU,
-            f"the task asks for GPU(s) {list(gpu_ids)} but {reason}; "
-            "give the task a GPU, or run it on the CPU (gpu_count 0)",
-        )
-    count = torch.cuda.device_count()
-    missing = [index for index in gpu_ids if not 0 <= index < count]
-    if missing:
-        raise ExecutorError(
-            ErrorCode.NO_GPU,
-            f"the task asks for GPU(s) {list(gpu_ids)} but only {count} GPU(s) are visible "
-            "in the container",
-        )
-    supported = torch.cuda.get_arch_list()
-    for index in gpu_ids:
-        major, minor = torch.cuda.get_device_capability(index)
-        if supported and not _arch_supported(major * 10 + minor, supported):
-            raise ExecutorError(
-                ErrorCode.CUDA_GPU,
-                f"GPU {index} ({torch.cuda.get_device_name(index)}, sm_{major}{minor}) is not "
-                f"supported by this image's torch {torch.__version__} (built for "
-                f"{' '.join(supported)}); use an image variant built for this GPU",
-            )
-
-
-def _arch_supported(capability: int, arch_list: Sequence[str]) -> bool:
-    # Exact cubins (sm_XY) or PTX (compute_XY) of an older or equal architecture that the
-    # driver can JIT-compile; a cubin only runs on its own major architecture.
-    for arch in arch_list:
-        kind, _, number = arch.partition("_")
-        if not number.isdigit():
-            continue
-        value = int(number)
-        if kind == "sm" and value // 10 == capability // 10 and value <= capability:
-            return True
-        if kind == "compute" and value <= capability:
-            return True
-    return False
-
-
 def _by_type(error: BaseException) -> ErrorCode | None:
     if isinstance(error, NonFiniteLossError):
         return ErrorCode.NAN
@@ -253,12 +209,14 @@ def _is_network(error: BaseException) -> bool:
     return isinstance(error, (URLError, ConnectionError, socket.gaierror, socket.timeout))
 
 
-def _make(code: ErrorCode, error: BaseException) -> ExecutorError:
-    hint = next(hint for known, _fragments, hint in _PATTERNS if known == code)
-    return ExecutorError(code, f"{_WHAT[code]}: {_reason(error)}; {hint}")
+def _make(code: ErrorCode, error: BaseException, hint: str | None = None) -> ExecutorError:
+    if hint is None:
+        hint = next(hint for known, _fragments, hint in _PATTERNS if known == code)
+    return ExecutorError(code, f"{_WHAT[code]}: {reason(error)}; {hint}")
 
 
-def _reason(error: BaseException) -> str:
+def reason(error: BaseException) -> str:
+    """The error's message on one line, shortened for the last log line."""
     text = " ".join(str(error).split()) or type(error).__name__
     if len(text) > _REASON_CHARS:
         text = text[: _REASON_CHARS - 3] + "..."
