@@ -23,6 +23,7 @@ import http.server
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import threading
@@ -249,7 +250,8 @@ def local_index(tmp_path_factory):
         pytest.skip(f"no mmcv {STACK['mmcv']} wheel in {MMCV_WHEELHOUSE}")
     root = tmp_path_factory.mktemp("index")
     files = root / "files"
-    # PyTorch's CPU wheel from this machine's disk, with its dependencies, as wheels.
+    # PyTorch's CPU wheel from this machine's disk, with its dependencies, as wheels; the
+    # script pins setuptools below 82 while it installs PyTorch, which needs one.
     run(
         [
             "python3",
@@ -262,6 +264,7 @@ def local_index(tmp_path_factory):
             "--dest",
             str(files),
             f"torch=={LOCAL_TORCH}",
+            f"setuptools{STACK['setuptools']}",
         ],
         timeout=900,
     )
@@ -304,13 +307,22 @@ def install_environment(index_url: str, path: str) -> dict[str, str]:
     return environment
 
 
+def load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def make_install(project: Path, environment: dict[str, str], requested: list[str]) -> str:
     requested.clear()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     completed = run(["make", "install"], cwd=project, env=environment, timeout=3000)
     seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     output = completed.stdout
-    print(f"\nmake install ({project.name}): {seconds:.0f} s\n{output[:1500]}")
+    # the CPU time says more than the wall time on a busy machine; nothing is asserted on either
+    print(f"\nmake install ({project.name}): {seconds:.0f} s, {cpu:.0f} CPU s, load {load()}")
+    print(output[:1500])
     # the plan first, then the installs; nothing compiled; both wheels from the local index
     assert output.index("== plan") < output.index(f"== PyTorch {LOCAL_TORCH}")
     assert "COMPILED" not in output
