@@ -56,11 +56,14 @@ def expected_files(
     """The file set a bake must produce, written down from the template's rules."""
     files = {
         ".cookiecutter.json",
+        ".devcontainer/devcontainer.json",
+        ".devcontainer/post-create.sh",
         ".dockerignore",
         ".gitattributes",
         ".gitignore",
         ".hadolint.yaml",
         ".pre-commit-config.yaml",
+        ".github/dependabot.yml",
         ".github/workflows/ci.yml",
         ".github/workflows/images.yml",
         "Makefile",
@@ -70,6 +73,7 @@ def expected_files(
         "docker/start.sh",
         "img-man/manifest.yaml",
         "pyproject.toml",
+        "renovate.json",
     }
     package_files = [
         "__init__.py",

@@ -52,6 +52,7 @@ QUICK_PARAMS = [
 MMCV_WHEELHOUSE = Path(
     os.environ.get("MMCV_WHEELHOUSE", str(TEMPLATE.parent / "shared" / "wheelhouse"))
 )
+LOCAL_TORCH = "2.13.0"
 
 pytestmark = pytest.mark.slow
 # The stub projects share one venv, so their tests form one xdist group.
@@ -107,7 +108,15 @@ def framework_project(request, framework_installs, cookies_session, tmp_path_fac
             **FRAMEWORK_BAKES[name],
         )
         python = new_venv(tmp_path_factory)
-        environment = {**clean_env(), "MMCV_WHEELHOUSE": str(MMCV_WHEELHOUSE)}
+        # The stack at hand, offline: PyTorch 2.13.0 (a CPU wheel on this machine's disk, from
+        # pip's configured sources) and the wheelhouse's mmcv built for it, instead of the cpu
+        # image's stack from PyTorch's and OpenMMLab's indexes (the script's default).
+        environment = {
+            **clean_env(),
+            "TORCH_VERSION": LOCAL_TORCH,
+            "TORCH_INDEX_URL": "",
+            "MMCV_WHEELHOUSE": str(MMCV_WHEELHOUSE),
+        }
         command = [make(), "install", f"PYTHON={python}"]
         run(command, cwd=project, timeout=3600, env=environment)
         framework_installs[name] = (python, project)
