@@ -74,6 +74,7 @@ def expected_files(
         "evaluation.py",
         "contract/__init__.py",
         "contract/atomic.py",
+        "contract/candidates.py",
         "contract/context.py",
         "contract/dataset.py",
         "contract/env.py",
@@ -107,10 +108,13 @@ def expected_files(
         "test_monitor.py",
         "test_params.py",
         "test_results.py",
+        "test_results_streamed.py",
+        "test_scale_benchmark.py",
         "test_verify.py",
         "test_atomic.py",
     ]
     files |= {f"tests/{name}" for name in test_files}
+    files |= set(BENCHMARKS)
     files |= framework_files(package, framework)
     for letter in letters:
         task = LETTER_TASK[letter]
@@ -130,6 +134,7 @@ OPENMMLAB_FILES = [
     "frameworks/openmmlab/hooks.py",
     "frameworks/openmmlab/options.py",
     "frameworks/openmmlab/package.py",
+    "frameworks/openmmlab/rows.py",
     "frameworks/openmmlab/weights.py",
 ]
 OPENMMLAB_TESTS = [
@@ -138,6 +143,7 @@ OPENMMLAB_TESTS = [
     "test_openmmlab_failures.py",
     "test_openmmlab_hooks.py",
     "test_openmmlab_options.py",
+    "test_openmmlab_rows.py",
     "test_openmmlab_weights.py",
 ]
 FRAMEWORK_FILES = {
@@ -178,8 +184,13 @@ FRAMEWORK_TESTS = {
         "test_mmsegmentation_training.py",
     ],
 }
-MMDETECTION_BENCHMARKS = [
+# Framework-free: in every project.
+BENCHMARKS = [
     "benchmarks/README.md",
+    "benchmarks/reference_results.py",
+    "benchmarks/scale.py",
+]
+MMDETECTION_BENCHMARKS = [
     "benchmarks/mmdetection_data.py",
     "benchmarks/mmdetection_inference.py",
     "benchmarks/mmdetection_training.py",

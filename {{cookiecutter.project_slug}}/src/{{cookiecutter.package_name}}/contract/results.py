@@ -617,39 +617,58 @@ class DetectionResult:
 
         Only for plain numbers that pass every check; ``None`` otherwise, and the per-box path
         then decides (and names the first bad box). The arithmetic is the per-box one: float64
-        throughout, numpy's rounding is Python's (half to even).
+        throughout, numpy's rounding is Python's (half to even). Few array operations on
+        (n, 2) blocks: at 30 boxes their fixed cost is what counts.
         """
-        try:
-            if not set(map(type, itertools.chain.from_iterable(boxes))) <= _PLAIN_NUMBERS:
+        if isinstance(boxes, np.ndarray):
+            if boxes.dtype.kind not in "fiu":  # booleans and objects: checked box by box
                 return None
-            values = np.array(boxes, dtype=np.float64)
-        except (TypeError, ValueError):
-            return None
+            values = boxes.astype(np.float64)
+        else:
+            try:
+                if not set(map(type, itertools.chain.from_iterable(boxes))) <= _PLAIN_NUMBERS:
+                    return None
+                values = np.array(boxes, dtype=np.float64)
+            except (TypeError, ValueError):
+                return None
         if values.ndim != 2 or values.shape[1] != 6:
             return None
-        x0, y0, w, h, labels, scores = values.T
-        if not np.isfinite(values).all() or (np.abs(values[:, :4]) > _EXACT_LIMIT).any():
+        low, high = values.min(axis=0).tolist(), values.max(axis=0).tolist()
+        # Every comparison with NaN is False: a NaN anywhere fails one of these.
+        if not (
+            min(low[:4]) >= -_EXACT_LIMIT
+            and max(high[:4]) <= _EXACT_LIMIT
+            and low[4] >= 0.0
+            and high[4] < len(self._names)
+            and low[5] >= 0.0
+            and high[5] <= 1.0
+        ):
             return None
-        if (labels != np.floor(labels)).any() or labels.min() < 0:
+        classes = values[:, 4].astype(np.int64)
+        if (classes != values[:, 4]).any():
             return None
-        if labels.max() >= len(self._names) or scores.min() < 0.0 or scores.max() > 1.0:
-            return None
-        x1, y1 = x0 + w, y0 + h
-        x0, y0 = np.maximum(x0, 0.0), np.maximum(y0, 0.0)
+        near = values[:, :2]  # x, y
+        far = near + values[:, 2:4]  # x + w, y + h
+        near = np.maximum(near, 0.0)
         if bounds is not None:
-            x1, y1 = np.minimum(x1, float(bounds[0])), np.minimum(y1, float(bounds[1]))
-        kept = np.flatnonzero((x1 > x0) & (y1 > y0))
-        left, top = np.round(x0[kept]), np.round(y0[kept])
-        width = np.maximum(np.round(x1[kept]) - left, 1.0)
-        height = np.maximum(np.round(y1[kept]) - top, 1.0)
+            limits = np.array(bounds, dtype=np.float64)
+            far = np.minimum(far, limits)
+        scores = values[:, 5]
+        kept = (far > near).all(axis=1)
+        if not kept.all():
+            near, far, classes, scores = near[kept], far[kept], classes[kept], scores[kept]
+        start = np.round(near)
+        # A sliver thinner than a pixel still marks an object: keep it one pixel wide.
+        size = np.maximum(np.round(far) - start, 1.0)
         if bounds is not None:
-            left = np.maximum(np.minimum(left, bounds[0] - width), 0.0)
-            top = np.maximum(np.minimum(top, bounds[1] - height), 0.0)
-        names = [self._name_json[label] for label in labels[kept].astype(np.int64).tolist()]
-        columns = (left, top, width, height)
-        rows = zip(*(column.astype(np.int64).tolist() for column in columns), names)
+            start = np.maximum(np.minimum(start, limits - size), 0.0)
+        rows = np.concatenate((start, size), axis=1).astype(np.int64).tolist()
+        names = [self._name_json[index] for index in classes.tolist()]
         return ", ".join(
-            [_BOX_JSON % (*row, score) for row, score in zip(rows, scores[kept].tolist())]
+            [
+                _BOX_JSON % (x, y, w, h, name, score)
+                for (x, y, w, h), name, score in zip(rows, names, scores.tolist())
+            ]
         )
 
     def write(self) -> None:
