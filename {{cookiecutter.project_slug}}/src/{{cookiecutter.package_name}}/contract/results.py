@@ -9,6 +9,11 @@ apply (and the stricter ones of the verifier), and refuses anything invalid with
 * :class:`DetectionResult` -> ``infer-result.json`` (``detection`` dict, integer boxes);
 * :class:`SegmentationResult` -> ``infer-result.json`` (COCO with compressed RLE masks);
 * :class:`MiningResult` -> ``result.tsv`` (one line per candidate, sorted descending).
+
+The inference and mining writers scale to a million candidates: memory holds a few dozen bytes
+per candidate and nothing per box. Each ``add()`` validates its values and serialises them at
+once to an anonymous spool file beside the result; ``write()`` assembles the file from it in
+candidate order, piece by piece, into a temporary file that replaces the result atomically.
 """
 
 from __future__ import annotations
