@@ -442,7 +442,9 @@ class _Spool:
     def __init__(self, directory: Path, count: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         # Closed by close() or with the writer; the OS removes it in any case.
-        self._file = tempfile.TemporaryFile(dir=str(directory), prefix=".spool-")  # noqa: SIM115
+        self._file = tempfile.TemporaryFile(  # noqa: SIM115
+            dir=str(directory), prefix=".spool-", buffering=_SPOOL_BUFFER
+        )
         self._end = 0
         self._offsets = np.full(count, -1, dtype=np.int64)
         self._lengths = np.zeros(count, dtype=np.int64)
@@ -489,6 +491,8 @@ class _Spool:
 
 # Records read at once when assembling a result (and the size of the pieces written out).
 _SPOOL_BLOCK = 4 << 20
+# Records written to the spool file at once: one system call per megabyte, not per record.
+_SPOOL_BUFFER = 1 << 20
 
 # Types whose values the array path of DetectionResult.add() takes as they are (anything else,
 # e.g. booleans, strings or torch scalars, goes through the per-box checks).
@@ -505,6 +509,16 @@ _BOX_JSON = (
 )
 
 Box = Tuple[Any, Any, Any, Any, Any, Any]
+
+
+def _image_size(size: Any) -> tuple[int, int]:
+    """``(width, height)`` given to ``add()``: positive integers (floats are truncated)."""
+    width, height = size
+    if type(width) is not int or type(height) is not int:  # the usual case needs no checks
+        width, height = int(_number(width, "image size")), int(_number(height, "image size"))
+    if width < 1 or height < 1:
+        raise ValueError(f"image size must be positive, got {size!r}")
+    return width, height
 
 
 def _json_string(text: str) -> str:
@@ -574,11 +588,10 @@ class DetectionResult:
         """
         index = _candidate_index(image, self._candidates)
         if size is not None:
-            width, height = (int(_number(value, "image size")) for value in size)
-            if width < 1 or height < 1:
-                raise ValueError(f"image size must be positive, got {size!r}")
-            self._widths[index], self._heights[index] = width, height
-        bounds = self._size(index)
+            bounds: tuple[int, int] | None = _image_size(size)
+            self._widths[index], self._heights[index] = bounds
+        else:
+            bounds = self._size(index)
         if not isinstance(boxes, Sequence) and not isinstance(boxes, np.ndarray):
             boxes = list(boxes)  # e.g. a generator
         text = None
@@ -657,14 +670,16 @@ class DetectionResult:
         near = np.maximum(near, 0.0)
         if bounds is not None:
             limits = np.array(bounds, dtype=np.float64)
-            far = np.minimum(far, limits)
+            np.minimum(far, limits, out=far)
         scores = values[:, 5]
         kept = (far > near).all(axis=1)
         if not kept.all():
             near, far, classes, scores = near[kept], far[kept], classes[kept], scores[kept]
         start = np.round(near)
         # A sliver thinner than a pixel still marks an object: keep it one pixel wide.
-        size = np.maximum(np.round(far) - start, 1.0)
+        size = np.round(far)
+        size -= start
+        np.maximum(size, 1.0, out=size)
         if bounds is not None:
             start = np.maximum(np.minimum(start, limits - size), 0.0)
         rows = np.concatenate((start, size), axis=1).astype(np.int64).tolist()
