@@ -18,7 +18,10 @@ import pytest
 from PIL import Image
 
 from {{ cookiecutter.package_name }}.contract import results
+from {{ cookiecutter.package_name }}.contract.candidates import CandidateList
+from {{ cookiecutter.package_name }}.contract.dataset import read_candidates, read_index
 from {{ cookiecutter.package_name }}.contract.env import OutputPaths
+from {{ cookiecutter.package_name }}.contract.errors import ExecutorError
 from {{ cookiecutter.package_name }}.contract.masks import encode_rle
 from {{ cookiecutter.package_name }}.contract.results import (
     DetectionResult,
@@ -243,6 +246,41 @@ def test_spool_stays_out_of_sight_and_a_failed_write_keeps_the_old_file(tmp_path
         writer.write()
     assert out.infer_result_file.read_bytes() == first
     assert [path.name for path in out.root_dir.iterdir()] == ["infer-result.json"]
+
+
+def test_the_compact_candidate_list_reads_the_index_like_read_index(tmp_path):
+    index = tmp_path / "candidate-index.tsv"
+    lines = ["/in/assets//a.jpg", "", "/in/assets/b.jpg/\r", "  ", "/in/./c d é.jpg\tignored", "x"]
+    index.write_bytes("\n".join(lines).encode("utf-8"))
+    candidates = read_candidates(index)
+    assert isinstance(candidates, CandidateList)
+    assert list(candidates) == [image for image, _ in read_index(index)]
+    # As text too: the mining result writes these strings.
+    assert candidates.texts == [str(image) for image, _ in read_index(index)]
+    assert candidates == [image for image, _ in read_index(index)]
+    assert candidates[1] == Path("/in/assets/b.jpg") and len(candidates) == 4
+    assert candidates.find(Path("/elsewhere/c d é.jpg")) == 2  # by file name
+    assert candidates.find("/in/assets/zzz.jpg") is None
+    index.write_text("/in/a.jpg\t/b\t/c\n", encoding="utf-8")
+    with pytest.raises(ExecutorError, match="expected '<image>'"):
+        read_candidates(index)
+
+
+def test_mining_tells_candidates_that_share_a_file_name_by_path(tmp_path):
+    candidates = ["/in/one/a.jpg", "/in/two/a.jpg", "/in/two/b.jpg"]
+    writer = MiningResult(outputs(tmp_path / "out"), candidates)
+    writer.add("/in/two/a.jpg", 0.9)
+    writer.add("/elsewhere/b.jpg", 0.5)  # a unique file name: found by it
+    with pytest.raises(ValueError, match="not one of the candidate images"):
+        writer.add("/elsewhere/a.jpg", 0.1)  # two candidates are called a.jpg
+    writer.write()
+    assert writer.result_file.read_text().splitlines() == [
+        "/in/two/a.jpg\t0.9",
+        "/in/two/b.jpg\t0.5",
+        "/in/one/a.jpg\t-0.5",
+    ]
+    with pytest.raises(ValueError, match="listed twice"):
+        MiningResult(outputs(tmp_path / "out"), [*candidates, "/in/one/a.jpg"])
 
 
 @pytest.mark.slow

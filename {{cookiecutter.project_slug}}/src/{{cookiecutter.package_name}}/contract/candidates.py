@@ -100,7 +100,10 @@ class CandidateList(Sequence[Path]):
         candidates that share a file name, and a path matching none of them is accepted only
         when exactly one candidate has that file name.
         """
-        text = os.fspath(image)
+        # str() for anything else, like the dicts the writers used to look results up in.
+        text = os.fspath(image) if isinstance(image, (str, os.PathLike)) else str(image)
+        if not isinstance(text, str):
+            return None  # a bytes path names no candidate
         name = os.path.basename(text)
         hint = self._hint
         # Results usually come in candidate order: check the next expected one first.

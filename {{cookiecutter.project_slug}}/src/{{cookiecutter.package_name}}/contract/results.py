@@ -993,7 +993,10 @@ class MiningResult:
 
 def _unique_names(candidates: Sequence[PathLike]) -> CandidateList:
     """The candidates, whose file names (the keys the platform maps results by) are unique."""
-    listed = CandidateList.of(candidates)
+    if not isinstance(candidates, CandidateList):
+        # Path's normalisation, as read_candidates applies it (a trailing slash, "//").
+        candidates = CandidateList(str(Path(candidate)) for candidate in candidates)
+    listed = candidates
     for index in range(len(listed)):
         if not listed.basename(index):
             raise ValueError(f"candidate {listed.texts[index]!r} has no file name")
