@@ -63,6 +63,7 @@ PACKAGE = "{{ cookiecutter.package_name }}"
 CLASS_NAMES = [f"class{index:02d}" for index in range(20)]
 WIDTH, HEIGHT = 640, 480
 POOL = 64  # distinct synthetic predictions, reused: generating them is not what is measured
+PARTS = ("writers", "mining", "readers", "e2e")
 TARGETS = {
     "detection": 2,
     "semantic-segmentation": 3,
@@ -129,9 +130,34 @@ def outputs(root: Path) -> OutputPaths:
 # -- one measured case, in a child process ----------------------------------------------------
 
 
+def memory_status(field: str) -> int | None:
+    """``VmRSS`` / ``VmHWM`` of this process in bytes (Linux), else None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_bytes() -> int:
-    # Linux reports kilobytes (macOS bytes; the images are Linux).
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """The peak RSS of this process's own memory since it started.
+
+    ``VmHWM`` where there is one: ``ru_maxrss`` also counts the parent's pages a child
+    inherited when it was forked, before it exec'd (the benchmark's own lists would show up
+    as its cases' memory).
+    """
+    peak = memory_status("VmHWM")
+    if peak is not None:
+        return peak
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
+def rss_bytes() -> int:
+    current = memory_status("VmRSS")
+    return current if current is not None else peak_rss_bytes()
 
 
 def clock_function(name: str):
@@ -142,7 +168,7 @@ def run_writer_case(case: dict) -> dict:
     """``add()`` every candidate, then ``write()``; the candidates are made inside the case,
     as the task's context makes them (a list of Path before, a CandidateList now)."""
     clock = clock_function(case["clock"])
-    baseline = peak_rss_bytes()
+    baseline = rss_bytes()
     old = case["impl"] == "old"
     paths = candidate_paths(case["candidates"])
     candidates = [Path(path) for path in paths] if old else CandidateList(paths)
@@ -191,7 +217,7 @@ def run_writer_case(case: dict) -> dict:
 
 def run_reader_case(case: dict) -> dict:
     clock = clock_function(case["clock"])
-    baseline = peak_rss_bytes()
+    baseline = rss_bytes()
     started = clock()
     if case["reader"] == "candidates":
         if case["impl"] == "old":
@@ -512,14 +538,20 @@ def synthetic_tasks(object_type: int, per_image: int, mask_size: tuple[int, int]
     return {"mining": mine, "infer": infer}
 
 
-def executor_child(object_type: int, per_image: int, mask_size: tuple[int, int]) -> int:
-    """The executor's entrypoint with the synthetic model as its task functions."""
+def executor_child(
+    object_type: int, per_image: int, mask_size: tuple[int, int], peak_file: Path
+) -> int:
+    """The executor's entrypoint with the synthetic model as its task functions; its peak RSS
+    goes to ``peak_file``."""
     import importlib
 
     entry = importlib.import_module(f"{PACKAGE}.__main__")
     tasks = synthetic_tasks(object_type, per_image, mask_size)
     entry.task_function = lambda task: tasks[task]
-    return entry.main()
+    try:
+        return entry.main()
+    finally:
+        peak_file.write_text(str(peak_rss_bytes()), encoding="ascii")
 
 
 def end_to_end(args: argparse.Namespace, object_type: int, scratch: Path) -> None:
@@ -539,7 +571,9 @@ def end_to_end(args: argparse.Namespace, object_type: int, scratch: Path) -> Non
         "--e2e-boxes",
         str(args.e2e_boxes),
         "--mask-size",
-        "x".join(str(value) for value in args.mask_size),
+        "x".join(str(value) for value in reversed(args.mask_size)),
+        "--peak-file",
+        str(work / "peak-rss"),
     ]
     started = time.perf_counter()
     with open(work / "executor.log", "wb") as log:
@@ -558,8 +592,11 @@ def end_to_end(args: argparse.Namespace, object_type: int, scratch: Path) -> Non
     print(f"work dir prepared in    {prepared:.1f} s")
     print(f"executor exit status    {code}")
     print(f"executor wall time      {elapsed:.1f} s")
-    print(f"executor peak RSS       {usage.ru_maxrss / 1024:.0f} MB")
-    print(f"peak RSS per candidate  {usage.ru_maxrss * 1024 / count:.0f} B")
+    peak_file = work / "peak-rss"
+    # The child's own high-water mark; ru_maxrss would include this process's pages.
+    peak = int(peak_file.read_text()) if peak_file.is_file() else usage.ru_maxrss * 1024
+    print(f"executor peak RSS       {peak / 1e6:.0f} MB")
+    print(f"peak RSS per candidate  {peak / count:.0f} B")
     infer_size = infer_file.stat().st_size if infer_file.is_file() else 0
     print(f"infer-result.json       {infer_size / 1e6:.1f} MB")
     print(f"result.tsv lines        {mining_lines:,}")
@@ -606,25 +643,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e", type=int, default=1_000_000, help="0: skip the executor run")
     parser.add_argument("--e2e-boxes", type=int, default=30)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument(
+        "--parts", type=lambda text: text.split(","), default=list(PARTS), help=",".join(PARTS)
+    )
     parser.add_argument("--scratch", type=Path, default=None, help="default: a temp dir")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--executor-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--object-type", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--peak-file", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.case:
         return child(args.case)
     if args.executor_child:
-        return executor_child(args.object_type, args.e2e_boxes, args.mask_size)
+        return executor_child(args.object_type, args.e2e_boxes, args.mask_size, args.peak_file)
 
     executor_type = manifest_object_type(default_img_man())
     object_type = TARGETS[args.target] if args.target else executor_type
     scratch = Path(tempfile.mkdtemp(prefix="scale-", dir=args.scratch))
     try:
-        writer_table(args, object_type, scratch)
-        mining_table(args, scratch)
-        if args.inputs:
+        if "writers" in args.parts:
+            writer_table(args, object_type, scratch)
+        if "mining" in args.parts:
+            mining_table(args, scratch)
+        if args.inputs and "readers" in args.parts:
             reader_table(args, scratch)
-        if args.e2e:
+        if args.e2e and "e2e" in args.parts:
             end_to_end(args, executor_type, scratch)  # the executor's own target
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
