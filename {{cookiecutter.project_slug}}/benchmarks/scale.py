@@ -64,6 +64,8 @@ CLASS_NAMES = [f"class{index:02d}" for index in range(20)]
 WIDTH, HEIGHT = 640, 480
 POOL = 64  # distinct synthetic predictions, reused: generating them is not what is measured
 PARTS = ("writers", "mining", "readers", "e2e")
+# Hard links per file at most (ext4 allows 65,000): more names get more copies to link to.
+LINKS_PER_FILE = 60_000
 TARGETS = {
     "detection": 2,
     "semantic-segmentation": 3,
@@ -382,20 +384,33 @@ def mining_table(args: argparse.Namespace, scratch: Path) -> None:
 
 
 def hard_linked_images(folder: Path, count: int, extension: str = ".jpg") -> list[Path]:
-    """``count`` distinct image paths: hard links to four small images."""
+    """``count`` distinct image paths: hard links to a few small images."""
     folder.mkdir(parents=True, exist_ok=True)
     originals = []
     for number in range(4):
         original = folder / f"original-{number}{extension}"
         Image.new("RGB", (WIDTH, HEIGHT), (40 * number, 90, 150)).save(original)
         originals.append(original)
+    sources = link_sources(originals, folder, count)
     paths = []
     for index in range(count):
         path = folder / f"{index:040x}{extension}"
         if not path.exists():
-            os.link(originals[index % 4], path)
+            os.link(sources[index % len(sources)], path)
         paths.append(path)
     return paths
+
+
+def link_sources(originals: list[Path], folder: Path, count: int) -> list[Path]:
+    """``originals`` and enough copies of them for ``count`` hard links in all."""
+    sources = list(originals)
+    folder.mkdir(parents=True, exist_ok=True)
+    while len(sources) * LINKS_PER_FILE < count:
+        original = originals[len(sources) % len(originals)]
+        copy = folder / f"copy-{len(sources)}{original.suffix}"
+        shutil.copyfile(original, copy)
+        sources.append(copy)
+    return sources
 
 
 def reader_table(args: argparse.Namespace, scratch: Path) -> None:
@@ -487,9 +502,9 @@ def make_work_dir(work: Path, count: int, object_type: int) -> None:
     from {{ cookiecutter.package_name }}.devkit.synth import synthesize
 
     synthesized = synthesize(work, "mining+infer", object_type, num_candidates=4)
-    source = synthesized.candidates[0]
     cache = synthesized.assets_cache
-    extension = source.suffix
+    extension = synthesized.candidates[0].suffix
+    sources = link_sources(list(synthesized.candidates), work / "link-sources", count)
     with open(synthesized.candidate_index, "w", encoding="utf-8") as stream:
         for start in range(0, count, 65536):
             lines = []
@@ -497,7 +512,7 @@ def make_work_dir(work: Path, count: int, object_type: int) -> None:
                 name = f"{index:040x}{extension}"
                 target = cache / name
                 if not target.exists():
-                    os.link(synthesized.candidates[index % len(synthesized.candidates)], target)
+                    os.link(sources[index % len(sources)], target)
                 lines.append(f"{synthesized.assets_dir / name}\n")
             stream.write("".join(lines))
 
