@@ -78,7 +78,8 @@ def test_scale_benchmark_prints_every_number(tmp_path: Path, target: str) -> Non
     assert len(rows(output, r"^\s+60\s+\d+\s+old\s+skipped: above --old-max")) == 2
     assert len(rows(output, rf"^\s+40\s+\d+\s+{NUMBER}x time\s+{NUMBER}x memory$")) == 2
     # Mining: old and new at 40, new at 60.
-    mining = rows(output, rf"^\s+({NUMBER})\s+(old|new)(?:\s+{NUMBER})5\s*$")
+    five = rf"(?:\s+{NUMBER})" * 5
+    mining = rows(output, rf"^\s+({NUMBER})\s+(old|new){five}\s*$")
     assert sorted((row[1], row[2]) for row in mining) == [
         ("40", "new"),
         ("40", "old"),
@@ -87,7 +88,7 @@ def test_scale_benchmark_prints_every_number(tmp_path: Path, target: str) -> Non
     if not detection:
         return
     # Readers: the candidate index old and new, the training index, the COCO export.
-    readers = rows(output, rf"^\s+(candidates|training-index|coco)\s+(old|new)(?:\s+{NUMBER})5\s*$")
+    readers = rows(output, rf"^\s+(candidates|training-index|coco)\s+(old|new){five}\s*$")
     assert sorted((row[1], row[2]) for row in readers) == [
         ("candidates", "new"),
         ("candidates", "old"),
