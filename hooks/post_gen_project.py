@@ -70,7 +70,9 @@ def select_framework(answers, package_dir):
         remove(Path("scripts"))  # it installs the OpenMMLab stack
         remove(Path("docker", "build-mmcv.sh"))  # it compiles mmcv
     if framework != "mmdetection":
-        remove(Path("benchmarks"))  # they compare MMDetection inference and training paths
+        # They compare MMDetection inference and training paths; the scale benchmark stays.
+        for benchmark in Path("benchmarks").glob("mmdetection_*.py"):
+            remove(benchmark)
 
 
 def render_dockerfiles(answers):

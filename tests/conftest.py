@@ -81,6 +81,7 @@ def expected_files(
         "evaluation.py",
         "contract/__init__.py",
         "contract/atomic.py",
+        "contract/candidates.py",
         "contract/context.py",
         "contract/dataset.py",
         "contract/env.py",
@@ -115,11 +116,14 @@ def expected_files(
         "test_monitor.py",
         "test_params.py",
         "test_results.py",
+        "test_results_streamed.py",
+        "test_scale_benchmark.py",
         "test_tensorboard.py",
         "test_verify.py",
         "test_atomic.py",
     ]
     files |= {f"tests/{name}" for name in test_files}
+    files |= set(BENCHMARKS)
     files |= framework_files(package, framework)
     for letter in letters:
         task = LETTER_TASK[letter]
@@ -142,6 +146,7 @@ OPENMMLAB_FILES = [
     "frameworks/openmmlab/options.py",
     "frameworks/openmmlab/package.py",
     "frameworks/openmmlab/preflight.py",
+    "frameworks/openmmlab/rows.py",
     "frameworks/openmmlab/weights.py",
 ]
 OPENMMLAB_TESTS = [
@@ -153,6 +158,7 @@ OPENMMLAB_TESTS = [
     "test_openmmlab_hooks.py",
     "test_openmmlab_options.py",
     "test_openmmlab_preflight.py",
+    "test_openmmlab_rows.py",
     "test_openmmlab_weights.py",
 ]
 FRAMEWORK_FILES = {
@@ -193,8 +199,13 @@ FRAMEWORK_TESTS = {
         "test_mmsegmentation_training.py",
     ],
 }
-MMDETECTION_BENCHMARKS = [
+# Framework-free: in every project.
+BENCHMARKS = [
     "benchmarks/README.md",
+    "benchmarks/reference_results.py",
+    "benchmarks/scale.py",
+]
+MMDETECTION_BENCHMARKS = [
     "benchmarks/mmdetection_data.py",
     "benchmarks/mmdetection_inference.py",
     "benchmarks/mmdetection_training.py",

@@ -271,7 +271,8 @@ def test_detection_result(out, tmp_path):
     assert [entry["score"] for entry in boxes] == [0.5, 0.25, 1.0]
     assert all(type(entry["box"][key]) is int for entry in boxes for key in "xywh")
     assert data["detection"][candidates[1].name]["boxes"][0]["box"]["w"] == 1
-    assert data["detection"][candidates[2].name] == dict(boxes=[])
+    # Both keys: YMIR 2.3 reads `boxes or annotations` and logs an error for a missing list.
+    assert data["detection"][candidates[2].name] == dict(boxes=[], annotations=[])
     assert verify_infer(out.root_dir, [str(p) for p in candidates], CLASS_NAMES, 2, False) == []
 
 
@@ -319,9 +320,8 @@ def test_detection_refuses_bad_boxes(out, tmp_path, box):
         writer.add(candidates[0], [(1, 1, 2, 2, 0, 0.5), box])
     writer.write()
     # The refused call added nothing, not even its valid first box.
-    assert json.loads(out.infer_result_file.read_text())["detection"][candidates[0].name] == dict(
-        boxes=[]
-    )
+    entry = json.loads(out.infer_result_file.read_text())["detection"][candidates[0].name]
+    assert entry == dict(boxes=[], annotations=[])
 
 
 def test_detection_refuses_unknown_images_and_duplicate_names(out, tmp_path):

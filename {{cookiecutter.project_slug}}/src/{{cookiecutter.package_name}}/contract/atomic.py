@@ -12,7 +12,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -23,6 +23,17 @@ _FILE_MODE = 0o644
 
 def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, creating missing parent folders."""
+    with open_atomic(path) as stream:
+        stream.write(data)
+
+
+@contextlib.contextmanager
+def open_atomic(path: PathLike) -> Iterator[BinaryIO]:
+    """A binary stream that becomes ``path`` atomically when the ``with`` block succeeds.
+
+    For files too large to hold in memory (a million candidates' results): write them piece by
+    piece. If the block raises, the temporary file is removed and ``path`` is left as it was.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # The temporary file must live in the same folder: os.replace is only atomic within one
@@ -32,7 +43,7 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
     )
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             # Without fsync a crash right after the rename can leave an empty file on some
             # file systems, which is exactly the torn result this module exists to prevent.

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 from PIL import Image
 
 from . import dataset, images, models, tensorboard
+from .candidates import CandidateList
 from .env import Env
 from .errors import ErrorCode, ExecutorError
 from .params import Params
@@ -76,8 +77,12 @@ class TaskContext:
         """The validation set; images that cannot be read are skipped with a warning."""
         return self._split("val", self.env.input.val_index_file)
 
-    def candidates(self) -> list[Path]:
-        """The images to mine or infer, in the order of the candidate index."""
+    def candidates(self) -> CandidateList:
+        """The images to mine or infer (``Path`` objects), in the order of the candidate index.
+
+        A read-only sequence that stores the paths compactly (a task may have a million
+        candidates); ``list(...)`` it only when a list of ``Path`` objects is really needed.
+        """
         if "candidates" not in self._cache:
             self._cache["candidates"] = dataset.read_candidates(
                 _required(self.env.input.candidate_index_file, "candidate_index_file")
@@ -191,7 +196,7 @@ def result_writer(
     env: Env,
     object_type: int,
     class_names: Sequence[str],
-    candidates: Callable[[], list[Path]],
+    candidates: Callable[[], CandidateList],
 ) -> Any:
     """The validated writer for the task's output file."""
     if task == "training":

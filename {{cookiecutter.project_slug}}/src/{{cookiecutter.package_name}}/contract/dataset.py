@@ -39,7 +39,8 @@ from xml.parsers import expat
 
 import numpy as np
 
-from . import images, masks
+from . import candidates, images, masks
+from .candidates import CandidateList
 from .errors import ErrorCode, ExecutorError
 
 log = logging.getLogger(__name__)
@@ -168,9 +169,12 @@ def read_index(path: str | os.PathLike) -> list[tuple[Path, Path | None]]:
     return entries
 
 
-def read_candidates(index_file: str | os.PathLike) -> list[Path]:
-    """The images of a mining / inference index, in file order (first column only)."""
-    return [image for image, _ in read_index(index_file)]
+def read_candidates(index_file: str | os.PathLike) -> CandidateList:
+    """The images of a mining / inference index, in file order (first column only).
+
+    A compact sequence of paths (see :mod:`.candidates`: an index may list a million images).
+    """
+    return candidates.read_candidates(index_file)
 
 
 def read_split(

@@ -9,25 +9,42 @@ apply (and the stricter ones of the verifier), and refuses anything invalid with
 * :class:`DetectionResult` -> ``infer-result.json`` (``detection`` dict, integer boxes);
 * :class:`SegmentationResult` -> ``infer-result.json`` (COCO with compressed RLE masks);
 * :class:`MiningResult` -> ``result.tsv`` (one line per candidate, sorted descending).
+
+The inference and mining writers scale to a million candidates: memory holds a few dozen bytes
+per candidate and nothing per box. Each ``add()`` validates its values and serialises them at
+once to an anonymous spool file beside the result; ``write()`` assembles the file from it in
+candidate order, piece by piece, into a temporary file that replaces the result atomically.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import numbers
 import os
+import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, Tuple, Union
 
 import numpy as np
 import yaml
 
-from .atomic import write_text_atomic
+from .atomic import open_atomic, write_text_atomic
+from .candidates import CandidateList
 from .errors import ExecutorError
 from .images import image_size
-from .masks import decode_rle, encode_rle, mask_area, mask_bbox
+from .masks import (
+    decode_rle,
+    encode_rle,
+    mask_area,
+    mask_bbox,
+    rle_runs,
+    runs_area,
+    runs_bbox,
+    runs_to_rle,
+)
 
 if TYPE_CHECKING:
     from .env import OutputPaths
@@ -130,28 +147,6 @@ def _class_index(value: Any, names: list[str], lookup: dict[str, int]) -> int:
     if index != int(index) or not 0 <= int(index) < len(names):
         raise ValueError(f"class id {value!r} is out of range for {len(names)} class_names")
     return int(index)
-
-
-def _candidate_keys(candidates: Sequence[PathLike]) -> tuple[list[Path], dict[str, int]]:
-    """Candidates and their basenames (the keys the platform maps results by), unique."""
-    paths = [Path(candidate) for candidate in candidates]
-    keys: dict[str, int] = {}
-    for index, path in enumerate(paths):
-        key = os.path.basename(str(path))
-        if not key:
-            raise ValueError(f"candidate {str(path)!r} has no file name")
-        if key in keys:
-            # The platform rejects such a task before the run; results could not be told apart.
-            raise ValueError(f"two candidates share the file name {key!r}")
-        keys[key] = index
-    return paths, keys
-
-
-def _candidate_key(image: PathLike, keys: dict[str, int]) -> str:
-    key = os.path.basename(str(image))
-    if key not in keys:
-        raise ValueError(f"{str(image)!r} is not one of the candidate images")
-    return key
 
 
 def _dump_json(data: Any) -> str:
@@ -432,7 +427,105 @@ class TrainingResult:
         return document
 
 
+# -- the streamed writers: inference and mining -----------------------------------------------
+
+
+class _Spool:
+    """Per-candidate byte records kept on disk until the result file is assembled.
+
+    A million candidates' results do not fit in memory, so each ``add()`` serialises its
+    entries at once into an anonymous temporary file beside the result (the kernel frees it
+    when the process ends, also on ``docker kill``: nothing is left in ``/out``). Memory holds
+    only where each candidate's record starts and how long it is: 16 bytes per candidate.
+    """
+
+    def __init__(self, directory: Path, count: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        # Closed by close() or with the writer; the OS removes it in any case.
+        self._file = tempfile.TemporaryFile(  # noqa: SIM115
+            dir=str(directory), prefix=".spool-", buffering=_SPOOL_BUFFER
+        )
+        self._end = 0
+        self._offsets = np.full(count, -1, dtype=np.int64)
+        self._lengths = np.zeros(count, dtype=np.int64)
+
+    def put(self, index: int, record: bytes) -> None:
+        """Store ``record`` as candidate ``index``'s (replacing an earlier one)."""
+        self._file.write(record)
+        self._offsets[index] = self._end
+        self._lengths[index] = len(record)
+        self._end += len(record)
+
+    def get(self, index: int) -> bytes | None:
+        """Candidate ``index``'s record, or ``None`` when it has none."""
+        offset = int(self._offsets[index])
+        if offset < 0:
+            return None
+        self._file.flush()
+        return os.pread(self._file.fileno(), int(self._lengths[index]), offset)
+
+    def records(self) -> Iterator[bytes | None]:
+        """Every candidate's record (``None``: none), in candidate order.
+
+        Records added in candidate order lie one after the other: they are read in blocks of
+        a few megabytes; others one by one.
+        """
+        self._file.flush()
+        fd = self._file.fileno()
+        block, block_start = b"", 0
+        for offset, length in zip(self._offsets.tolist(), self._lengths.tolist()):
+            if offset < 0:
+                yield None
+                continue
+            position = offset - block_start
+            if position >= 0 and position + length <= len(block):
+                yield block[position : position + length]
+                continue
+            block_start = offset
+            block = os.pread(fd, max(length, _SPOOL_BLOCK), offset)
+            yield block[:length]
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# Records read at once when assembling a result (and the size of the pieces written out).
+_SPOOL_BLOCK = 4 << 20
+# Records written to the spool file at once: one system call per megabyte, not per record.
+_SPOOL_BUFFER = 1 << 20
+
+# Types whose values the array path of DetectionResult.add() takes as they are (anything else,
+# e.g. booleans, strings or torch scalars, goes through the per-box checks).
+_PLAIN_NUMBERS = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
+# Coordinates beyond this are handled box by box: float64 rounding stays exact below it.
+_EXACT_LIMIT = float(2**52)
+# Below this many boxes the per-box path is cheaper than the array path's fixed cost.
+_ARRAY_MIN_BOXES = 8
+
+# One detection entry exactly as json.dumps writes it (default separators, ensure_ascii).
+_BOX_JSON = (
+    '{"box": {"x": %d, "y": %d, "w": %d, "h": %d, "rotate_angle": 0.0}, '
+    '"class_name": %s, "score": %r}'
+)
+# YMIR 1.1's Rect has no rotate_angle: its protobuf parser refuses the whole result with one.
+_LEGACY_BOX_JSON = '{"box": {"x": %d, "y": %d, "w": %d, "h": %d}, "class_name": %s, "score": %r}'
+
 Box = Tuple[Any, Any, Any, Any, Any, Any]
+
+
+def _image_size(size: Any) -> tuple[int, int]:
+    """``(width, height)`` given to ``add()``: positive integers (floats are truncated)."""
+    width, height = size
+    if type(width) is not int or type(height) is not int:  # the usual case needs no checks
+        width, height = int(_number(width, "image size")), int(_number(height, "image size"))
+    if width < 1 or height < 1:
+        raise ValueError(f"image size must be positive, got {size!r}")
+    return width, height
+
+
+def _json_string(text: str) -> str:
+    # What json.dumps(text, ensure_ascii=True) writes, without its per-call overhead.
+    return json.encoder.encode_basestring_ascii(text)  # type: ignore[attr-defined]
 
 
 class DetectionResult:
@@ -440,9 +533,18 @@ class DetectionResult:
 
     Boxes become integer ``x, y, w, h`` (top-left corner and size), clipped to the image when
     its size is known; boxes that end up empty are dropped. Class ids or names are turned into
-    names from ``class_names``; scores must be in [0, 1]. Every candidate appears in the file,
-    with an empty list when nothing was added. Legacy protocol: the per-image key is
-    ``annotations`` (YMIR 1.1), otherwise ``boxes``.
+    names from ``class_names``; scores must be in [0, 1]. Every candidate appears in the file.
+    Legacy protocol: the per-image key is ``annotations`` (YMIR 1.1), otherwise ``boxes``.
+
+    A candidate without boxes is written as ``{"boxes": [], "annotations": []}`` (legacy:
+    ``{"annotations": []}``): YMIR 2.3 reads ``entry.get("boxes") or entry.get("annotations")``,
+    so an empty ``boxes`` alone falls through to the missing key and logs ``invalid
+    annotations: None`` once per such candidate; with both keys every version reads an empty
+    list.
+
+    Each :meth:`add` checks its boxes and writes their JSON to a spool file at once (see
+    :class:`_Spool`); :meth:`write` assembles the file in candidate order. Memory does not grow
+    with the boxes: a few dozen bytes per candidate.
     """
 
     def __init__(
@@ -455,20 +557,28 @@ class DetectionResult:
         self.output = output
         self.result_file = Path(output.infer_result_file)
         self.legacy = bool(legacy)
-        self._paths, self._keys = _candidate_keys(candidates)
+        self._box_json = _LEGACY_BOX_JSON if self.legacy else _BOX_JSON
+        self._candidates = _unique_names(candidates)
         self._names, self._lookup = _normalise_class_names(class_names)
-        self._boxes: dict[str, list[dict[str, Any]]] = {key: [] for key in self._keys}
-        self._sizes: dict[str, tuple[int, int] | None] = {}
+        self._name_json = [_json_string(name) for name in self._names]
+        count = len(self._candidates)
+        # Image sizes: 0 = not looked up yet, -1 = unreadable (boxes only clipped at 0).
+        self._widths = np.zeros(count, dtype=np.int64)
+        self._heights = np.zeros(count, dtype=np.int64)
+        self._spool = _Spool(self.result_file.parent, count)
 
-    def _size(self, key: str) -> tuple[int, int] | None:
-        if key not in self._sizes:
+    def _size(self, index: int) -> tuple[int, int] | None:
+        if self._widths[index] == 0:
             try:
-                self._sizes[key] = image_size(self._paths[self._keys[key]])
+                width, height = image_size(self._candidates[index])
             except (ExecutorError, OSError):
                 # An unreadable image is reported by whoever reads it; boxes are then only
                 # clipped at the top-left.
-                self._sizes[key] = None
-        return self._sizes[key]
+                width = height = -1
+            self._widths[index], self._heights[index] = width, height
+        if self._widths[index] < 0:
+            return None
+        return int(self._widths[index]), int(self._heights[index])
 
     def add(
         self, image: PathLike, boxes: Sequence[Box], size: tuple[int, int] | None = None
@@ -479,28 +589,35 @@ class DetectionResult:
         header. Raises ``ValueError`` for unknown images or classes, bad numbers or scores;
         nothing is added then.
         """
-        key = _candidate_key(image, self._keys)
+        index = _candidate_index(image, self._candidates)
         if size is not None:
-            width, height = (int(_number(value, "image size")) for value in size)
-            if width < 1 or height < 1:
-                raise ValueError(f"image size must be positive, got {size!r}")
-            self._sizes[key] = (width, height)
-        bounds = self._size(key)
-        entries = []
-        for box in boxes:
-            entry = self._entry(box, bounds)
-            if entry is not None:
-                entries.append(entry)
-        self._boxes[key].extend(entries)
+            bounds: tuple[int, int] | None = _image_size(size)
+            self._widths[index], self._heights[index] = bounds
+        else:
+            bounds = self._size(index)
+        if not isinstance(boxes, Sequence) and not isinstance(boxes, np.ndarray):
+            boxes = list(boxes)  # e.g. a generator
+        text = None
+        if len(boxes) >= _ARRAY_MIN_BOXES:
+            text = self._entries_from_arrays(boxes, bounds)
+        if text is None:
+            entries = (self._entry(box, bounds) for box in boxes)
+            text = ", ".join([self._box_json % entry for entry in entries if entry is not None])
+        if not text:
+            return
+        earlier = self._spool.get(index)
+        record = text.encode("ascii")
+        self._spool.put(index, record if earlier is None else earlier + b", " + record)
 
-    def _entry(self, box: Box, bounds: tuple[int, int] | None) -> dict[str, Any] | None:
+    def _entry(self, box: Box, bounds: tuple[int, int] | None) -> tuple | None:
+        """One box checked and made integer: the values of ``_BOX_JSON``; None when empty."""
         try:
             x, y, w, h, label, score = box
         except (TypeError, ValueError):
             raise ValueError(f"a box must be (x, y, w, h, class, score), got {box!r}") from None
         x0, y0 = _number(x, "box x"), _number(y, "box y")
         x1, y1 = x0 + _number(w, "box w"), y0 + _number(h, "box h")
-        class_name = self._names[_class_index(label, self._names, self._lookup)]
+        class_index = _class_index(label, self._names, self._lookup)
         confidence = _unit_float(score, "score")
         x0, y0 = max(0.0, x0), max(0.0, y0)
         if bounds is not None:
@@ -514,25 +631,91 @@ class DetectionResult:
         if bounds is not None:
             left = max(0, min(left, bounds[0] - width))
             top = max(0, min(top, bounds[1] - height))
-        rect: dict[str, Any] = {"x": left, "y": top, "w": width, "h": height}
-        if not self.legacy:
-            # YMIR 1.1's Rect has no rotate_angle: protobuf would refuse the whole result there
-            rect["rotate_angle"] = 0.0
-        return {"box": rect, "class_name": class_name, "score": confidence}
+        return (left, top, width, height, self._name_json[class_index], confidence)
 
-    def document(self) -> dict[str, Any]:
-        """The JSON document :meth:`write` writes."""
-        list_key = "annotations" if self.legacy else "boxes"
-        return {
-            "detection": {
-                key: {list_key: [dict(entry, box=dict(entry["box"])) for entry in self._boxes[key]]}
-                for key in self._keys
-            }
-        }
+    def _entries_from_arrays(self, boxes: Sequence[Box], bounds: tuple[int, int] | None):
+        """The JSON of :meth:`_entry` for every box, computed on arrays.
+
+        Only for plain numbers that pass every check; ``None`` otherwise, and the per-box path
+        then decides (and names the first bad box). The arithmetic is the per-box one: float64
+        throughout, numpy's rounding is Python's (half to even). Few array operations on
+        (n, 2) blocks: at 30 boxes their fixed cost is what counts.
+        """
+        if isinstance(boxes, np.ndarray):
+            if boxes.dtype.kind not in "fiu":  # booleans and objects: checked box by box
+                return None
+            values = boxes.astype(np.float64)
+        else:
+            try:
+                if not set(map(type, itertools.chain.from_iterable(boxes))) <= _PLAIN_NUMBERS:
+                    return None
+                values = np.array(boxes, dtype=np.float64)
+            except (TypeError, ValueError):
+                return None
+        if values.ndim != 2 or values.shape[1] != 6:
+            return None
+        low, high = values.min(axis=0).tolist(), values.max(axis=0).tolist()
+        # Every comparison with NaN is False: a NaN anywhere fails one of these.
+        if not (
+            min(low[:4]) >= -_EXACT_LIMIT
+            and max(high[:4]) <= _EXACT_LIMIT
+            and low[4] >= 0.0
+            and high[4] < len(self._names)
+            and low[5] >= 0.0
+            and high[5] <= 1.0
+        ):
+            return None
+        classes = values[:, 4].astype(np.int64)
+        if (classes != values[:, 4]).any():
+            return None
+        near = values[:, :2]  # x, y
+        far = near + values[:, 2:4]  # x + w, y + h
+        near = np.maximum(near, 0.0)
+        if bounds is not None:
+            limits = np.array(bounds, dtype=np.float64)
+            np.minimum(far, limits, out=far)
+        scores = values[:, 5]
+        kept = (far > near).all(axis=1)
+        if not kept.all():
+            near, far, classes, scores = near[kept], far[kept], classes[kept], scores[kept]
+        start = np.round(near)
+        # A sliver thinner than a pixel still marks an object: keep it one pixel wide.
+        size = np.round(far)
+        size -= start
+        np.maximum(size, 1.0, out=size)
+        if bounds is not None:
+            start = np.maximum(np.minimum(start, limits - size), 0.0)
+        rows = np.concatenate((start, size), axis=1).astype(np.int64).tolist()
+        names = [self._name_json[index] for index in classes.tolist()]
+        return ", ".join(
+            [
+                self._box_json % (x, y, w, h, name, score)
+                for (x, y, w, h), name, score in zip(rows, names, scores.tolist())
+            ]
+        )
 
     def write(self) -> None:
         """Write ``infer-result.json`` atomically, every candidate present."""
-        write_text_atomic(self.result_file, _dump_json(self.document()))
+        list_key = '"annotations": [' if self.legacy else '"boxes": ['
+        empty = b'{"annotations": []}' if self.legacy else b'{"boxes": [], "annotations": []}'
+        opening, closing = list_key.encode("ascii"), b"]}"
+        with open_atomic(self.result_file) as stream:
+            pieces = [b'{"detection": {']
+            size = 0
+            for index, record in enumerate(self._spool.records()):
+                if index:
+                    pieces.append(b", ")
+                pieces.append(_json_string(self._candidates.basename(index)).encode("ascii"))
+                if record is None:
+                    pieces.append(b": " + empty)
+                else:
+                    pieces += (b": {", opening, record, closing)
+                    size += len(record)
+                if size >= _SPOOL_BLOCK or len(pieces) >= 65536:
+                    stream.write(b"".join(pieces))
+                    pieces, size = [], 0
+            pieces.append(b"}}\n")
+            stream.write(b"".join(pieces))
 
 
 MaskSpec = Tuple[Any, Any, Any]
@@ -547,6 +730,10 @@ class SegmentationResult:
     ``[x, y, w, h]``, ``area`` and ``segmentation`` as compressed RLE with a string ``counts``;
     empty masks are dropped. ``file_name`` is the candidate's bare basename and every candidate
     is listed in ``images``; ``categories`` use ``id`` = index in ``class_names``.
+
+    Like :class:`DetectionResult`, each :meth:`add` writes its annotations to a spool file and
+    :meth:`write` assembles the document, numbering the annotations. Masks given as RLE are
+    checked and measured on their runs, without decoding them to pixels.
     """
 
     def __init__(
@@ -561,15 +748,18 @@ class SegmentationResult:
         self.output = output
         self.result_file = Path(output.infer_result_file)
         self.object_type = int(object_type)
-        self._paths, self._keys = _candidate_keys(candidates)
+        self._candidates = _unique_names(candidates)
         self._names, self._lookup = _normalise_class_names(class_names)
-        self._sizes: dict[str, tuple[int, int]] = {}
-        # Annotations are built when added (the mask is at hand then; no decoding at write):
-        # semantic: key -> {class index: annotation}; instance: key -> [annotation]
-        self._semantic: dict[str, dict[int, dict[str, Any]]] = {}
-        self._instances: dict[str, list[dict[str, Any]]] = {}
+        count = len(self._candidates)
+        # The size each image was added with; 0 = not added.
+        self._widths = np.zeros(count, dtype=np.int64)
+        self._heights = np.zeros(count, dtype=np.int64)
+        # Per candidate: its annotations' JSON without the leading "{", one per line (the
+        # "id" and "image_id" that come first are only known when the file is assembled).
+        self._spool = _Spool(self.result_file.parent, count)
 
-    def _mask(self, spec: Any, width: int, height: int) -> np.ndarray:
+    def _mask(self, spec: Any, width: int, height: int) -> Any:
+        """A boolean mask, or ``(runs, height)`` of an RLE (checked, never decoded)."""
         if isinstance(spec, dict):
             size = spec.get("size")
             try:
@@ -580,7 +770,7 @@ class SegmentationResult:
                 raise ValueError(
                     f"RLE size {size!r} does not match the image ([h, w] = [{height}, {width}])"
                 )
-            return decode_rle(spec)
+            return rle_runs(spec)[0], height
         mask = np.asarray(spec)
         if mask.shape != (height, width):
             raise ValueError(
@@ -596,17 +786,19 @@ class SegmentationResult:
         is required (in [0, 1]) for instance segmentation and ignored for semantic.
         Raises ``ValueError`` for anything invalid; nothing is added then.
         """
-        key = _candidate_key(image, self._keys)
+        index = _candidate_index(image, self._candidates)
         width_i = int(_number(width, "width"))
         height_i = int(_number(height, "height"))
         if width_i < 1 or height_i < 1 or width_i != width or height_i != height:
             raise ValueError(f"image size must be positive integers, got {width!r}x{height!r}")
-        if key in self._sizes and self._sizes[key] != (width_i, height_i):
+        added = (int(self._widths[index]), int(self._heights[index]))
+        if added[0] and added != (width_i, height_i):
             raise ValueError(
-                "image {!r} was added before with size {}x{}".format(key, *self._sizes[key])
+                f"image {self._candidates.basename(index)!r} was added before with size "
+                f"{added[0]}x{added[1]}"
             )
 
-        items: list[tuple[int, np.ndarray, float]] = []
+        items: list[tuple[int, Any, float]] = []
         for spec in masks:
             try:
                 mask_spec, label, score = spec
@@ -615,77 +807,136 @@ class SegmentationResult:
                     f"a mask item must be (mask, class, score), got {spec!r}"
                 ) from None
             mask = self._mask(mask_spec, width_i, height_i)
-            index = _class_index(label, self._names, self._lookup)
+            class_index = _class_index(label, self._names, self._lookup)
             if self.object_type == 4:
                 if score is None:
                     raise ValueError("instance segmentation needs a score for every mask")
                 confidence = _unit_float(score, "score")
             else:
                 confidence = 0.0
-            items.append((index, mask, confidence))
+            items.append((class_index, mask, confidence))
 
-        self._sizes[key] = (width_i, height_i)
-        for index, mask, confidence in items:
-            if not mask.any():
-                continue
-            if self.object_type == 3:
-                per_class = self._semantic.setdefault(key, {})
-                if index in per_class:
-                    mask = mask | decode_rle(per_class[index]["segmentation"])
-                per_class[index] = dict(self._annotation(index, mask), iscrowd=1)
+        self._widths[index], self._heights[index] = width_i, height_i
+        items = [item for item in items if _mask_area(item[1])]  # empty masks are dropped
+        if not items:
+            return
+        earlier = self._spool.get(index)
+        if self.object_type == 3:
+            lines = self._semantic_lines(items, earlier, height_i, width_i)
+        else:
+            lines = [] if earlier is None else [earlier.decode("ascii")]
+            for class_index, mask, confidence in items:
+                body = dict(_annotation(class_index, mask), iscrowd=0, confidence=confidence)
+                lines.append(_dump_json(body)[1:-1])
+        self._spool.put(index, "\n".join(lines).encode("ascii"))
+
+    def _semantic_lines(
+        self, items: list, earlier: bytes | None, height: int, width: int
+    ) -> list[str]:
+        """One annotation per class, merged with this image's earlier ones, by class."""
+        by_class: dict[int, list] = {}
+        for class_index, mask, _ in items:
+            by_class.setdefault(class_index, []).append(mask)
+        annotations: dict[int, Any] = {}
+        if earlier is not None:
+            for line in earlier.decode("ascii").split("\n"):
+                annotation = json.loads("{" + line)
+                annotations[int(annotation["category_id"])] = annotation
+        for class_index, masks in by_class.items():
+            if class_index in annotations:
+                masks = [decode_rle(annotations[class_index]["segmentation"]), *masks]
+            if len(masks) == 1:
+                mask = masks[0]
             else:
-                entry = dict(self._annotation(index, mask), iscrowd=0, confidence=confidence)
-                self._instances.setdefault(key, []).append(entry)
+                mask = np.zeros((height, width), dtype=bool)
+                for part in masks:
+                    mask |= _pixels(part, height, width)
+            annotations[class_index] = dict(_annotation(class_index, mask), iscrowd=1)
+        return [_dump_json(annotations[key])[1:-1] for key in sorted(annotations)]
 
-    def _image_size(self, key: str) -> tuple[int, int]:
-        if key in self._sizes:
-            return self._sizes[key]
+    def _image_size(self, index: int) -> tuple[int, int]:
+        if self._widths[index]:
+            return int(self._widths[index]), int(self._heights[index])
         try:
-            return image_size(self._paths[self._keys[key]])
+            return image_size(self._candidates[index])
         except (ExecutorError, OSError):
             # An unreadable candidate keeps its place in "images" with an unknown (0) size.
             return (0, 0)
 
-    @staticmethod
-    def _annotation(index: int, mask: np.ndarray) -> dict[str, Any]:
-        rle = encode_rle(mask)
-        return {
-            "category_id": index,
-            "bbox": [int(value) for value in mask_bbox(mask)],
-            "area": int(mask_area(mask)),
-            "segmentation": {
-                "size": [int(rle["size"][0]), int(rle["size"][1])],
-                "counts": str(rle["counts"]),
-            },
-        }
-
-    def document(self) -> dict[str, Any]:
-        """The COCO document :meth:`write` writes."""
-        images = []
-        annotations = []
-        for image_id, key in enumerate(self._keys, start=1):
-            width, height = self._image_size(key)
-            images.append({"id": image_id, "file_name": key, "width": width, "height": height})
-            if self.object_type == 3:
-                entries = [entry for _, entry in sorted(self._semantic.get(key, {}).items())]
-            else:
-                entries = self._instances.get(key, [])
-            annotations.extend((image_id, entry) for entry in entries)
-        return {
-            "images": images,
-            "categories": [
-                {"id": index, "name": name, "supercategory": "none"}
-                for index, name in enumerate(self._names)
-            ],
-            "annotations": [
-                dict({"id": number, "image_id": image_id}, **entry)
-                for number, (image_id, entry) in enumerate(annotations, start=1)
-            ],
-        }
-
     def write(self) -> None:
         """Write ``infer-result.json`` atomically."""
-        write_text_atomic(self.result_file, _dump_json(self.document()))
+        categories = [
+            {"id": index, "name": name, "supercategory": "none"}
+            for index, name in enumerate(self._names)
+        ]
+        with open_atomic(self.result_file) as stream:
+            pieces = [b'{"images": [']
+            for index in range(len(self._candidates)):
+                width, height = self._image_size(index)
+                pieces.append(
+                    b'%s{"id": %d, "file_name": %s, "width": %d, "height": %d}'
+                    % (
+                        b", " if index else b"",
+                        index + 1,
+                        _json_string(self._candidates.basename(index)).encode("ascii"),
+                        width,
+                        height,
+                    )
+                )
+                if len(pieces) >= 65536:
+                    stream.write(b"".join(pieces))
+                    pieces = []
+            categories_json = json.dumps(categories, ensure_ascii=True).encode("ascii")
+            pieces.append(b'], "categories": ' + categories_json + b', "annotations": [')
+            number, size = 0, 0
+            for index, record in enumerate(self._spool.records()):
+                if record is None:
+                    continue
+                for body in record.split(b"\n"):
+                    number += 1
+                    pieces.append(
+                        b'%s{"id": %d, "image_id": %d, %s'
+                        % (b", " if number > 1 else b"", number, index + 1, body)
+                    )
+                size += len(record)
+                if size >= _SPOOL_BLOCK or len(pieces) >= 65536:
+                    stream.write(b"".join(pieces))
+                    pieces, size = [], 0
+            pieces.append(b"]}\n")
+            stream.write(b"".join(pieces))
+
+
+def _mask_area(mask: Any) -> int:
+    if isinstance(mask, tuple):
+        return runs_area(mask[0])
+    return int(mask_area(mask))
+
+
+def _pixels(mask: Any, height: int, width: int) -> np.ndarray:
+    """The boolean mask of either form (RLE runs are decoded: masks are being merged)."""
+    if isinstance(mask, tuple):
+        return decode_rle(runs_to_rle(mask[0], height, width))
+    return mask
+
+
+def _annotation(index: int, mask: Any) -> dict[str, Any]:
+    if isinstance(mask, tuple):
+        runs, height = mask
+        width = int(runs.sum()) // height
+        rle = runs_to_rle(runs, height, width)
+        bbox, area = runs_bbox(runs, height), runs_area(runs)
+    else:
+        rle = encode_rle(mask)
+        bbox, area = mask_bbox(mask), mask_area(mask)
+    return {
+        "category_id": index,
+        "bbox": [int(value) for value in bbox],
+        "area": int(area),
+        "segmentation": {
+            "size": [int(rle["size"][0]), int(rle["size"][1])],
+            "counts": str(rle["counts"]),
+        },
+    }
 
 
 class MiningResult:
@@ -695,45 +946,72 @@ class MiningResult:
     score (ties keep the candidate order). Every candidate appears exactly once, with its path
     exactly as given in the candidate index; candidates that got no score (e.g. unreadable
     images) are written last with ``lowest score - 1`` (``-1.0`` when nothing was scored).
+    Scores are kept in one array (8 bytes per candidate).
     """
 
     def __init__(self, output: OutputPaths, candidates: Sequence[PathLike]) -> None:
         self.output = output
         self.result_file = Path(output.mining_result_file)
-        self._paths = [str(candidate) for candidate in candidates]
-        for path in self._paths:
-            if any(char in path for char in "\t\r\n"):
+        self._candidates = CandidateList.of(candidates)
+        for path in self._candidates.texts:
+            if "\t" in path or "\r" in path or "\n" in path:
                 raise ValueError(f"candidate path {path!r} contains a tab or newline")
-        self._index: dict[str, int] = {}
-        for index, path in enumerate(self._paths):
-            if path in self._index:
-                raise ValueError(f"candidate {path!r} is listed twice")
-            self._index[path] = index
-        # A fallback for callers that pass resolved paths: the basename, when it is unique.
-        basenames: dict[str, list[int]] = {}
-        for index, path in enumerate(self._paths):
-            basenames.setdefault(os.path.basename(path), []).append(index)
-        self._by_basename = {name: hits[0] for name, hits in basenames.items() if len(hits) == 1}
-        self._scores: dict[int, float] = {}
+        duplicate = self._candidates.duplicate_path()
+        if duplicate is not None:
+            raise ValueError(f"candidate {duplicate!r} is listed twice")
+        self._scores = np.full(len(self._candidates), np.nan)
 
     def add(self, image: PathLike, score: Any) -> None:
-        """Set the score of one candidate (a finite number; a later call replaces it)."""
-        path = str(image)
-        index = self._index.get(path)
-        if index is None:
-            index = self._by_basename.get(os.path.basename(path))
-        if index is None:
-            raise ValueError(f"{path!r} is not one of the candidate images")
-        self._scores[index] = _number(score, "mining score")
+        """Set the score of one candidate (a finite number; a later call replaces it).
 
-    def lines(self) -> list[str]:
-        """The lines :meth:`write` writes, without newlines."""
-        floor = (min(self._scores.values()) if self._scores else 0.0) - 1.0
-        scored = [(self._scores.get(index, floor), index) for index in range(len(self._paths))]
-        scored.sort(key=lambda item: (-item[0], item[1]))
-        return [f"{self._paths[index]}\t{float(score)!r}" for score, index in scored]
+        The candidate is found by its path as given in the index, else (for callers that pass
+        resolved paths) by its file name when no other candidate has that name.
+        """
+        index = self._candidates.find(str(image), exact=True)
+        if index is None:
+            raise ValueError(f"{str(image)!r} is not one of the candidate images")
+        self._scores[index] = _number(score, "mining score")
 
     def write(self) -> None:
         """Write ``result.tsv`` atomically."""
-        lines = self.lines()
-        write_text_atomic(self.result_file, "".join(line + "\n" for line in lines))
+        scores = self._scores.copy()
+        missing = np.isnan(scores)
+        floor = (float(scores[~missing].min()) if not missing.all() else 0.0) - 1.0
+        scores[missing] = floor
+        # A stable sort of the negated scores: ties keep the candidate order.
+        order = np.argsort(-scores, kind="stable")
+        paths = self._candidates.texts
+        with open_atomic(self.result_file) as stream:
+            for start in range(0, len(order), 65536):
+                chunk = order[start : start + 65536]
+                lines = [
+                    f"{paths[index]}\t{score!r}\n"
+                    for index, score in zip(chunk.tolist(), scores[chunk].tolist())
+                ]
+                stream.write("".join(lines).encode("utf-8"))
+
+
+# -- candidates ---------------------------------------------------------------------------
+
+
+def _unique_names(candidates: Sequence[PathLike]) -> CandidateList:
+    """The candidates, whose file names (the keys the platform maps results by) are unique."""
+    if not isinstance(candidates, CandidateList):
+        # Path's normalisation, as read_candidates applies it (a trailing slash, "//").
+        candidates = CandidateList(str(Path(candidate)) for candidate in candidates)
+    listed = candidates
+    for index in range(len(listed)):
+        if not listed.basename(index):
+            raise ValueError(f"candidate {listed.texts[index]!r} has no file name")
+    duplicate = listed.duplicate_basename()
+    if duplicate is not None:
+        # The platform rejects such a task before the run; results could not be told apart.
+        raise ValueError(f"two candidates share the file name {duplicate!r}")
+    return listed
+
+
+def _candidate_index(image: PathLike, candidates: CandidateList) -> int:
+    index = candidates.find(image)
+    if index is None:
+        raise ValueError(f"{str(image)!r} is not one of the candidate images")
+    return index

@@ -1135,6 +1135,7 @@ def _check_detection(
         ]
     findings: list[Finding] = []
     keys = set()
+    candidate_names = set(names)  # a set: outputs of 100k candidates are checked too
     for key in detection:
         base = os.path.basename(str(key))
         keys.add(base)
@@ -1144,7 +1145,7 @@ def _check_detection(
                     "DET004", f"{path}: key {key!r} is a path; the platform only uses its basename"
                 )
             )
-        if base not in names:
+        if base not in candidate_names:
             findings.append(_finding("DET003", f"{path}: key {key!r} is not a candidate image"))
     for name in names:
         if name not in keys:
@@ -1342,6 +1343,7 @@ def _check_segmentation(
 
     images: dict[Any, str] = {}
     seen_names = set()
+    candidate_names = set(names)
     for index, image in enumerate(lists["images"]):
         where = f"{path}: images[{index}]"
         if (
@@ -1374,7 +1376,7 @@ def _check_segmentation(
                     "platform silently drops its annotations",
                 )
             )
-        elif file_name not in names:
+        elif file_name not in candidate_names:
             findings.append(
                 _finding("SEG005", f"{where}: file_name {file_name!r} is not a candidate")
             )

@@ -16,8 +16,10 @@ What :func:`infer` does, and why:
   ``batch_size_per_gpu`` images. Images are decoded with Pillow *without* EXIF rotation (the
   platform's coordinate frame; OpenCV would rotate) and handed over as BGR like mmcv loads them.
 - **Ranks**: with several GPUs (or ``world_size`` > 1 on the CPU, gloo) candidates are sharded
-  ``candidates[rank::world_size]``, each rank predicts its share and rank 0 gathers everything
-  (:mod:`..openmmlab.distributed`). Every candidate is predicted exactly once.
+  ``candidates[rank::world_size]`` and each rank predicts its share (:mod:`..openmmlab.
+  distributed`). Every candidate is predicted exactly once. Predictions reach the executor
+  through files, one per rank, read back in candidate order (:mod:`..openmmlab.rows`): nothing
+  is gathered in memory, whatever the number of candidates.
 - **Results**: boxes go to ``ctx.results`` (a :class:`DetectionResult`, which rounds them to
   integers and clips them to the image), instance masks to a :class:`SegmentationResult`, which
   writes them as compressed RLE. Masks travel between processes as RLE too.
@@ -32,9 +34,10 @@ What :func:`infer` does, and why:
 - **Mining + inference in one container** (``run_mining`` and ``run_infer``): ``__main__``
   runs mining, then inference, in one process and with the same merged hyper-parameters.
   Mining's forward passes already produce the boxes with these thresholds, so mining leaves
-  the per-image predictions in :data:`SHARED_PREDICTIONS` (module level, one process) and
-  :func:`infer` takes them instead of running the model again when the model files,
-  thresholds, classes and candidates are the same (:func:`share_key`); otherwise it predicts.
+  its rows files (per-image predictions) in :data:`SHARED_PREDICTIONS` (module level, one
+  process) and :func:`infer` reads them instead of running the model again when the model
+  files, thresholds, classes and candidates are the same (:func:`share_key`); otherwise it
+  predicts.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from ...contract.errors import ErrorCode, ExecutorError
 from ...contract.images import open_image
 from ...contract.masks import encode_rle
 from ..openmmlab import distributed
+from ..openmmlab.rows import RowFiles
 from ..openmmlab.weights import CONFIG_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
@@ -483,7 +487,7 @@ class CandidateDataset:
     def __init__(
         self, items: Sequence[tuple[int, Path]], pipeline: Any, views: ViewFn | None = None
     ):
-        self.items = list(items)
+        self.items = items  # not copied: a million candidates' items are made on demand
         self.pipeline = pipeline
         self.views = views
 
@@ -682,11 +686,51 @@ def add_to_results(results: Any, path: Path, prediction: Prediction, object_type
         results.add(path, prediction.boxes, size=(prediction.width, prediction.height))
 
 
+class ShardItems(Sequence):
+    """This rank's ``(candidate index, path)`` items of ``candidates[rank::world]``, made when a
+    loader asks for them (a list of a million tuples and paths would cost half a gigabyte)."""
+
+    def __init__(self, candidates: Sequence[str], rank: int = 0, world: int = 1) -> None:
+        self.candidates = candidates
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.candidates), self.world))
+
+    def __getitem__(self, position: int) -> tuple[int, Path]:  # type: ignore[override]
+        if not 0 <= position < len(self):
+            raise IndexError(position)
+        index = self.rank + position * self.world
+        return index, Path(self.candidates[index])
+
+
+def shard_items(candidates: Sequence[str]) -> ShardItems:
+    """This rank's share of the job's candidates (:func:`..openmmlab.distributed.shard`)."""
+    return ShardItems(candidates, distributed.rank(), distributed.world_size())
+
+
+def candidate_texts(candidates: Sequence[Any]) -> list[str]:
+    """The candidates as strings, for a job's payload; the context's compact list shares its
+    own strings instead of making a second million of them."""
+    texts = getattr(candidates, "texts", None)
+    return list(texts) if texts is not None else [str(path) for path in candidates]
+
+
 # --- mining + inference sharing ----------------------------------------------------------------
 
-# share_key -> {candidate index: Prediction}; filled by mining when inference follows in the
-# same container, emptied by inference (one process: __main__ runs mining, then infer).
-SHARED_PREDICTIONS: dict[str, dict[int, Prediction]] = {}
+# share_key -> mining's rows files (a prediction per candidate); filled by mining when inference
+# follows in the same container, taken by inference (one process: __main__ runs mining, then
+# infer).
+SHARED_PREDICTIONS: dict[str, RowFiles] = {}
+
+
+def take_shared(key: str) -> RowFiles | None:
+    """Mining's rows for ``key``, if any; rows made for anything else are deleted."""
+    rows = SHARED_PREDICTIONS.pop(key, None)
+    for other in SHARED_PREDICTIONS.values():
+        other.remove()
+    SHARED_PREDICTIONS.clear()
+    return rows
 
 
 def share_key(
@@ -798,7 +842,7 @@ def job_payload(ctx: Any, kind: str, *, fp16: bool | None = None) -> dict:
         "package": package_payload(ctx.model),
         "object_type": int(ctx.object_type),
         "class_names": list(ctx.class_names),
-        "candidates": [str(path) for path in ctx.candidates()],
+        "candidates": candidate_texts(ctx.candidates()),
         "score_thr": score_thr,
         "iou_thr": iou_thr,
         "batch_size": batch_size,
@@ -862,32 +906,23 @@ def progress_reporter(channel: Any, total: int, step: float = 0.01) -> Callable[
     return report
 
 
-def send_in_chunks(channel: Any, kind: str, rows: list, chunk: int = 500) -> None:
-    """Send ``rows`` to the executor as several events (bounded line length in the file)."""
-    for start in range(0, len(rows), chunk):
-        channel.send(kind, rows=rows[start : start + chunk])
-
-
 def infer_job(payload: dict, channel: Any) -> None:
-    """The inference job on one rank: its shard of candidates -> predictions -> rank 0.
+    """The inference job on one rank: its shard of candidates -> predictions -> its rows file.
 
-    Runs under :func:`..openmmlab.distributed.launch`; rank 0 sends
-    ``("predictions", rows=[[candidate index, Prediction.to_json()], ...])`` events.
+    Runs under :func:`..openmmlab.distributed.launch`; each rank writes
+    ``{"prediction": Prediction.to_json()}`` per candidate to its file in ``payload["rows"]``.
     """
-    items = distributed.shard(list(enumerate(Path(path) for path in payload["candidates"])))
+    items = shard_items(payload["candidates"])
     detector = job_detector(payload)
-    rows = []
-    for output in predict_batches(
-        detector,
-        items,
-        batch_size=payload["batch_size"],
-        workers=payload["workers"],
-        progress=progress_reporter(channel, len(items)),
-    ):
-        rows.append([output.index, to_prediction(detector, output).to_json()])
-    gathered = distributed.gather(rows)
-    if gathered is not None:
-        send_in_chunks(channel, "predictions", [row for part in gathered for row in part])
+    with RowFiles(payload["rows"]).writer(distributed.rank()) as rows:
+        for output in predict_batches(
+            detector,
+            items,
+            batch_size=payload["batch_size"],
+            workers=payload["workers"],
+            progress=progress_reporter(channel, len(items)),
+        ):
+            rows.write(output.index, {"prediction": to_prediction(detector, output).to_json()})
 
 
 # --- the task ----------------------------------------------------------------------------------
@@ -901,35 +936,26 @@ def infer(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) 
     ``$YMIR_CPU_PROCESSES`` or 1) runs that many gloo processes; with GPUs there is one
     process per GPU of the task.
     """
-    candidates = list(ctx.candidates())
+    candidates = ctx.candidates()
     score_thr, iou_thr = thresholds(ctx.params)
     key = share_key(ctx.model, ctx.object_type, ctx.class_names, candidates, score_thr, iou_thr)
-    predictions = SHARED_PREDICTIONS.pop(key, None)
-    if predictions is not None and len(predictions) == len(candidates):
-        log.info("inference reuses mining's predictions of these %d images", len(candidates))
-    else:
-        predictions = {}
-
-        def collect(event: dict) -> None:
-            for index, data in event["rows"]:
-                if int(index) in predictions:  # sharding must give every image to one rank
-                    raise RuntimeError(f"candidate {candidates[int(index)]} was predicted twice")
-                predictions[int(index)] = Prediction.from_json(data)
-
-        distributed.run_task_job(
-            infer_job,
-            job_payload(ctx, "infer", fp16=fp16),
-            ctx,
-            {"predictions": collect},
-            processes=world_size,
-        )
-    unreadable = 0
-    for index, path in enumerate(candidates):
-        prediction = predictions.get(index)
-        if prediction is None:  # cannot happen unless a rank lost images: fail loudly
-            raise RuntimeError(f"candidate {path} was not predicted")
-        unreadable += prediction.error is not None
-        add_to_results(ctx.results, path, prediction, ctx.object_type)
+    rows = take_shared(key)
+    try:
+        if rows is not None:
+            log.info("inference reuses mining's predictions of these %d images", len(candidates))
+        else:
+            rows = RowFiles.create(ctx.work_dir, "predictions")
+            payload = dict(job_payload(ctx, "infer", fp16=fp16), rows=str(rows.directory))
+            distributed.run_task_job(infer_job, payload, ctx, {}, processes=world_size)
+        unreadable = 0
+        # One prediction at a time, in candidate order (every candidate exactly once).
+        for index, row in rows.merged(len(candidates)):
+            prediction = Prediction.from_json(row["prediction"])
+            unreadable += prediction.error is not None
+            add_to_results(ctx.results, candidates[index], prediction, ctx.object_type)
+    finally:
+        if rows is not None:
+            rows.remove()
     log.info("inference: %d images predicted, %d unreadable", len(candidates), unreadable)
 
 

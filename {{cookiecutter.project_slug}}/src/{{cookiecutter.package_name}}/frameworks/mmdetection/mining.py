@@ -31,9 +31,10 @@ last, below every scored one):
 
 Mining and inference in one container (``run_mining`` and ``run_infer``): mining predicts with
 the inference thresholds anyway (entropy, CALD's original view and ALDD all produce the
-boxes), so it leaves those predictions in :data:`.inference.SHARED_PREDICTIONS` and inference
-reuses them instead of a second pass over the images (``random`` runs no model, so inference
-predicts on its own then).
+boxes), so it leaves its rows files with those predictions in
+:data:`.inference.SHARED_PREDICTIONS` and inference reads them instead of making a second pass
+over the images (``random`` runs no model, so inference predicts on its own then). Scores and
+predictions travel from the ranks through files (:mod:`..openmmlab.rows`), never all in memory.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import numpy as np
 
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import distributed
+from ..openmmlab.rows import RowFiles
 from . import inference
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,7 @@ def mine(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -
     ``fp16`` and ``world_size`` as for :func:`.inference.infer`.
     """
     algorithm = algorithm_of(ctx.params)
-    candidates = list(ctx.candidates())
+    candidates = ctx.candidates()
     if algorithm == "random":
         _mine_random(ctx, candidates)
         return
@@ -125,38 +127,33 @@ def mine(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -
     payload["algorithm"] = algorithm
     # Predictions are kept for inference only when it follows in this process.
     payload["share"] = bool(getattr(ctx.env, "run_infer", False))
-    scores: dict[int, float | None] = {}
-    predictions: dict[int, inference.Prediction] = {}
-
-    def collect(event: dict) -> None:
-        for index, score, prediction in event["rows"]:
-            if int(index) in scores:  # sharding must give every image to one rank
-                raise RuntimeError(f"candidate {candidates[int(index)]} was scored twice")
-            scores[int(index)] = None if score is None else float(score)
-            if prediction is not None:
-                predictions[int(index)] = inference.Prediction.from_json(prediction)
-
-    distributed.run_task_job(mining_job, payload, ctx, {"mined": collect}, processes=world_size)
-
-    unreadable = 0
-    for index, path in enumerate(candidates):
-        if index not in scores:
-            raise RuntimeError(f"candidate {path} was not scored")
-        if scores[index] is None:
-            unreadable += 1  # no score: the writer ranks it below every scored image
-            continue
-        ctx.results.add(path, scores[index])
-    if payload["share"] and len(predictions) == len(candidates):
-        key = inference.share_key(
-            ctx.model,
-            ctx.object_type,
-            ctx.class_names,
-            candidates,
-            payload["score_thr"],
-            payload["iou_thr"],
-        )
-        inference.SHARED_PREDICTIONS.clear()  # one model's predictions at a time
-        inference.SHARED_PREDICTIONS[key] = predictions
+    rows = RowFiles.create(ctx.work_dir, "mining")
+    payload["rows"] = str(rows.directory)
+    shared = False
+    try:
+        distributed.run_task_job(mining_job, payload, ctx, {}, processes=world_size)
+        unreadable = 0
+        # One row at a time, in candidate order (every candidate exactly once).
+        for index, row in rows.merged(len(candidates)):
+            if row["score"] is None:
+                unreadable += 1  # no score: the writer ranks it below every scored image
+                continue
+            ctx.results.add(candidates[index], float(row["score"]))
+        if payload["share"]:
+            key = inference.share_key(
+                ctx.model,
+                ctx.object_type,
+                ctx.class_names,
+                candidates,
+                payload["score_thr"],
+                payload["iou_thr"],
+            )
+            inference.take_shared(key)  # one model's predictions at a time
+            inference.SHARED_PREDICTIONS[key] = rows
+            shared = True
+    finally:
+        if not shared:
+            rows.remove()
     log.info("mining (%s): %d images scored, %d unreadable", algorithm, len(candidates), unreadable)
 
 
@@ -164,7 +161,9 @@ def _mine_random(ctx: Any, candidates: Sequence[Path]) -> None:
     """Random scores; images are decoded (in DataLoader workers) only to rank bad ones last."""
     from torch.utils.data import DataLoader
 
-    dataset = inference.CandidateDataset(list(enumerate(candidates)), pipeline=None)
+    dataset = inference.CandidateDataset(
+        inference.ShardItems(inference.candidate_texts(candidates)), pipeline=None
+    )
     workers = inference.loader_settings(ctx.params)[1] * max(1, len(ctx.gpu_ids))
     loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=inference.keep_list)
     # An optional ``random_seed`` hyper-parameter makes orders comparable across tasks.
@@ -191,46 +190,46 @@ def random_score(seed: str, path: str) -> float:
 
 
 def mining_job(payload: dict, channel: Any) -> None:
-    """Score this rank's share of candidates; rank 0 sends everyone's rows to the executor.
+    """Score this rank's share of candidates into its rows file in ``payload["rows"]``.
 
-    Rows are ``[candidate index, score or None (unreadable), prediction JSON or None]``; the
-    prediction (of the original view, with the inference thresholds) is sent only when
+    Rows are ``{"score": score or None (unreadable), "prediction": JSON or None}``; the
+    prediction (of the original view, with the inference thresholds) is written only when
     inference follows and will reuse it.
     """
     algorithm = payload["algorithm"]
-    items = distributed.shard(list(enumerate(Path(path) for path in payload["candidates"])))
+    items = inference.shard_items(payload["candidates"])
     detector = inference.job_detector(payload)
     if algorithm == "aldd":
         check_aldd_support(detector.model_type)
     views = cald_views if algorithm == "cald" else None
     capture = aldd_maps if algorithm == "aldd" else None
-    rows = []
-    for output in inference.predict_batches(
-        detector,
-        items,
-        batch_size=payload["batch_size"],
-        workers=payload["workers"],
-        views=views,
-        capture_head=(lambda outputs, position: capture(detector, outputs, position))
-        if capture
-        else None,
-        progress=inference.progress_reporter(channel, len(items)),
-    ):
-        if output.error is not None:
-            score = None
-        elif algorithm == "entropy":
-            score = entropy_score(output.samples[0].pred_instances.scores.float().cpu().numpy())
-        elif algorithm == "cald":
-            score = cald_score(output)
-        else:
-            score = aldd_score(output.head_outputs[0], output.samples[0].metainfo)
-        if score is not None and not math.isfinite(score):
-            score = 0.0  # a degenerate model output must not break the ranking
-        shared = inference.to_prediction(detector, output).to_json() if payload["share"] else None
-        rows.append([output.index, score, shared])
-    gathered = distributed.gather(rows)
-    if gathered is not None:
-        inference.send_in_chunks(channel, "mined", [row for part in gathered for row in part])
+    with RowFiles(payload["rows"]).writer(distributed.rank()) as rows:
+        for output in inference.predict_batches(
+            detector,
+            items,
+            batch_size=payload["batch_size"],
+            workers=payload["workers"],
+            views=views,
+            capture_head=(lambda outputs, position: capture(detector, outputs, position))
+            if capture
+            else None,
+            progress=inference.progress_reporter(channel, len(items)),
+        ):
+            if output.error is not None:
+                score = None
+            elif algorithm == "entropy":
+                confidences = output.samples[0].pred_instances.scores.float().cpu().numpy()
+                score = entropy_score(confidences)
+            elif algorithm == "cald":
+                score = cald_score(output)
+            else:
+                score = aldd_score(output.head_outputs[0], output.samples[0].metainfo)
+            if score is not None and not math.isfinite(score):
+                score = 0.0  # a degenerate model output must not break the ranking
+            shared = None
+            if payload["share"]:
+                shared = inference.to_prediction(detector, output).to_json()
+            rows.write(output.index, {"score": score, "prediction": shared})
 
 
 # --- entropy -----------------------------------------------------------------------------------

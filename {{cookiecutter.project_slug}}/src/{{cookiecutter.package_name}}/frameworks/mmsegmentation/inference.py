@@ -10,8 +10,8 @@ softmax probability is below ``confidence_threshold`` are left unlabelled. An un
 image is logged and listed with no annotation.
 
 When mining and inference run in one task, mining computes the masks in the same forward pass
-and hands them over (:func:`share` / :func:`take_shared`): every image goes through the model
-once.
+and hands its rows files over (:func:`share` / :func:`take_shared`): every image goes through
+the model once, and no prediction is held in memory.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..openmmlab.rows import RowFiles
 from . import jobs
 
 log = logging.getLogger(__name__)
 
-# Entries mining computed for the inference task that follows in the same process.
-_SHARED: dict[str, dict[int, dict]] = {}
+# The rows mining computed for the inference task that follows in the same process.
+_SHARED: dict[str, RowFiles] = {}
 
 
 def settings(ctx: Any) -> dict[str, Any]:
@@ -58,27 +59,37 @@ def share_key(ctx: Any, confidence_threshold: float) -> str:
     return digest.hexdigest()
 
 
-def share(ctx: Any, entries: dict[int, dict], confidence_threshold: float) -> None:
-    """Keep mining's entries (with masks) for the inference task of the same run."""
+def share(ctx: Any, rows: RowFiles, confidence_threshold: float) -> None:
+    """Keep mining's rows (entries with masks) for the inference task of the same run."""
+    for other in _SHARED.values():
+        other.remove()
     _SHARED.clear()
-    _SHARED[share_key(ctx, confidence_threshold)] = entries
+    _SHARED[share_key(ctx, confidence_threshold)] = rows
 
 
-def take_shared(ctx: Any, confidence_threshold: float) -> dict[int, dict] | None:
-    """Mining's entries for exactly this model, these classes and candidates, if any."""
-    return _SHARED.pop(share_key(ctx, confidence_threshold), None)
+def take_shared(ctx: Any, confidence_threshold: float) -> RowFiles | None:
+    """Mining's rows for exactly this model, these classes and candidates, if any (rows made
+    for anything else are deleted)."""
+    rows = _SHARED.pop(share_key(ctx, confidence_threshold), None)
+    for other in _SHARED.values():
+        other.remove()
+    _SHARED.clear()
+    return rows
 
 
 def run(ctx: Any) -> None:
     """Predict every candidate and add the masks to ``ctx.results`` (written by the caller)."""
     options = settings(ctx)
-    candidates = list(ctx.candidates())
-    entries = take_shared(ctx, options["confidence_threshold"])
-    if entries is not None:
+    candidates = ctx.candidates()
+    rows = take_shared(ctx, options["confidence_threshold"])
+    if rows is not None:
         log.info("inference reuses the masks mining computed for %d images", len(candidates))
     else:
-        entries = jobs.run(ctx, masks=True, algorithm=None, **options)
-    missing = jobs.add_masks(ctx, candidates, entries)
+        rows = jobs.run(ctx, masks=True, algorithm=None, **options)
+    try:
+        missing = jobs.add_masks(ctx, candidates, rows)
+    finally:
+        rows.remove()
     log.info(
         "inferred %d images (%d without a prediction), batch size %d",
         len(candidates),

@@ -3,10 +3,10 @@
 :func:`run` starts :func:`predict_job` through :func:`..openmmlab.distributed.launch`: in the
 executor's own process on one GPU or the CPU, or as torchrun ranks (gloo on the CPU) with
 several GPUs. Each rank takes its share of the candidates (``candidates[rank::world]``, every
-image exactly once), predicts it in batches (:mod:`.predictor`) and rank 0 gathers the
-entries and sends them to the executor process, where ``ctx.results`` stays the only writer of
-``/out``. Masks travel as compressed RLE, scores as floats, so entries are small and
-JSON-serialisable (the multi-process channel is a JSON-lines file).
+image exactly once), predicts it in batches (:mod:`.predictor`) and writes one entry per
+candidate to a rows file of its own (:mod:`..openmmlab.rows`); the executor process reads them
+back in candidate order, one at a time, and ``ctx.results`` stays the only writer of ``/out``.
+Masks travel as compressed RLE, scores as floats; nothing is gathered in memory.
 
 One entry per candidate: ``{"index", "width", "height", "masks": [[rle, class], ...],
 "score"}``, or ``{"index", "error"}`` for an unreadable image.
@@ -20,11 +20,9 @@ from typing import Any, Sequence
 
 from ...contract.masks import encode_rle
 from ..openmmlab import distributed
+from ..openmmlab.rows import RowFiles
 
 log = logging.getLogger(__name__)
-
-# Entries per channel event: keeps each JSON line of the multi-process channel moderate.
-_CHUNK = 64
 
 
 def run(
@@ -35,32 +33,34 @@ def run(
     batch_size: int,
     num_workers: int,
     confidence_threshold: float,
-) -> dict[int, dict]:
-    """Predict every candidate of ``ctx``: ``{candidate index: entry}``.
+) -> RowFiles:
+    """Predict every candidate of ``ctx``: the rows files of an entry per candidate.
 
     ``masks``: compute the class masks (inference); ``algorithm``: the mining uncertainty
-    (``margin`` / ``entropy``) to score with, or None.
+    (``margin`` / ``entropy``) to score with, or None. Read them with
+    ``rows.merged(len(candidates))``; ``rows.remove()`` when done.
     """
-    candidates = [str(path) for path in ctx.candidates()]
+    candidates = ctx.candidates()
+    texts = getattr(candidates, "texts", None)
+    rows = RowFiles.create(ctx.work_dir, "segmentation")
     payload = {
         "files": [str(path) for path in ctx.model.files],
         "info": _plain(ctx.model.info),
         "class_names": list(ctx.class_names),
-        "candidates": candidates,
+        "candidates": list(texts) if texts is not None else [str(path) for path in candidates],
         "masks": bool(masks),
         "algorithm": algorithm,
         "batch_size": int(batch_size),
         "num_workers": int(num_workers),
         "confidence_threshold": float(confidence_threshold),
+        "rows": str(rows.directory),
     }
-    entries: dict[int, dict] = {}
-
-    def collect(event: dict) -> None:
-        for entry in event["entries"]:
-            entries[int(entry["index"])] = entry
-
-    distributed.run_task_job(predict_job, payload, ctx, {"entries": collect})
-    return entries
+    try:
+        distributed.run_task_job(predict_job, payload, ctx, {})
+    except BaseException:
+        rows.remove()
+        raise
+    return rows
 
 
 def predict_job(payload: dict, channel: distributed.Channel) -> None:
@@ -77,52 +77,61 @@ def predict_job(payload: dict, channel: distributed.Channel) -> None:
         payload["info"],
     )
     candidates = payload["candidates"]
-    indices = distributed.shard(list(range(len(candidates))))
+    indices = range(distributed.rank(), len(candidates), distributed.world_size())
     num_classes = len(payload["class_names"])
-    entries: list[dict] = []
-    for item in predictor.predict(
-        loaded,
-        [Path(candidates[index]) for index in indices],
-        payload["batch_size"],
-        payload["num_workers"],
-        # Rank 0's share stands for everyone's (ranks get equal shares).
-        progress=channel.progress,
-    ):
-        if isinstance(item, tuple):
-            local, reason = item
-            log.warning("no prediction for %s: %s", candidates[indices[local]], reason)
-            entries.append({"index": indices[local], "error": reason})
-            continue
-        height, width = item.original_size
-        entry: dict[str, Any] = {"index": indices[item.index], "width": width, "height": height}
-        if payload["algorithm"]:
-            uncertainty = mining.pixel_uncertainty(item.logits, payload["algorithm"])
-            entry["score"] = mining.region_score(uncertainty)
-        if payload["masks"]:
-            labels = predictor.label_map(loaded, item, payload["confidence_threshold"])
-            entry["masks"] = [
-                [encode_rle(mask), class_id]
-                for mask, class_id, _ in predictor.class_masks(labels, num_classes)
-            ]
-        entries.append(entry)
-    gathered = distributed.gather(entries)
-    if gathered is None:
-        return  # not rank 0: rank 0 sends everyone's entries
-    everything = [entry for part in gathered for entry in part]
-    for start in range(0, len(everything), _CHUNK):
-        channel.send("entries", entries=everything[start : start + _CHUNK])
+    rows = RowFiles(payload["rows"]).writer(distributed.rank())
+    with rows:
+        for item in predictor.predict(
+            loaded,
+            _Paths(candidates, indices),
+            payload["batch_size"],
+            payload["num_workers"],
+            # Rank 0's share stands for everyone's (ranks get equal shares).
+            progress=channel.progress,
+        ):
+            if isinstance(item, tuple):
+                local, reason = item
+                log.warning("no prediction for %s: %s", candidates[indices[local]], reason)
+                rows.write(indices[local], {"index": indices[local], "error": reason})
+                continue
+            height, width = item.original_size
+            index = indices[item.index]
+            entry: dict[str, Any] = {"index": index, "width": width, "height": height}
+            if payload["algorithm"]:
+                uncertainty = mining.pixel_uncertainty(item.logits, payload["algorithm"])
+                entry["score"] = mining.region_score(uncertainty)
+            if payload["masks"]:
+                labels = predictor.label_map(loaded, item, payload["confidence_threshold"])
+                entry["masks"] = [
+                    [encode_rle(mask), class_id]
+                    for mask, class_id, _ in predictor.class_masks(labels, num_classes)
+                ]
+            rows.write(index, entry)
 
 
-def add_masks(ctx: Any, candidates: Sequence[Path], entries: dict[int, dict]) -> int:
-    """Add every entry's masks to ``ctx.results``; returns how many images had none."""
+class _Paths(Sequence):
+    """The paths of some candidates, made when the loader asks for them."""
+
+    def __init__(self, candidates: Sequence[str], indices: Sequence[int]) -> None:
+        self.candidates, self.indices = candidates, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> Path:  # type: ignore[override]
+        return Path(self.candidates[self.indices[position]])
+
+
+def add_masks(ctx: Any, candidates: Sequence[Path], rows: RowFiles) -> int:
+    """Add every entry's masks to ``ctx.results``, one candidate at a time; returns how many
+    images had none."""
     missing = 0
-    for index, path in enumerate(candidates):
-        entry = entries.get(index)
-        if entry is None or "error" in entry:
+    for index, entry in rows.merged(len(candidates)):
+        if "error" in entry:
             missing += 1
             continue
         ctx.results.add(
-            path,
+            candidates[index],
             entry["width"],
             entry["height"],
             [(rle, class_id, None) for rle, class_id in entry.get("masks", [])],

@@ -80,7 +80,7 @@ def algorithm_name(ctx: Any) -> str:
 def run(ctx: Any) -> None:
     """Score every candidate into ``ctx.results`` (written, sorted, by the caller)."""
     algorithm = algorithm_name(ctx)
-    candidates = list(ctx.candidates())
+    candidates = ctx.candidates()
     with_infer = bool(ctx.env.run_infer)
     options = inference.settings(ctx)
     seed = int(ctx.params.get("random_seed", 1) or 1)
@@ -91,22 +91,28 @@ def run(ctx: Any) -> None:
         log.info("random mining of %d images, seed %d", len(candidates), seed)
         return
 
-    entries = jobs.run(
+    rows = jobs.run(
         ctx,
         masks=with_infer,
         algorithm=None if algorithm == "random" else algorithm,
         **options,
     )
     unscored = 0
-    for index, path in enumerate(candidates):
-        entry = entries.get(index)
-        if entry is None or "error" in entry:
-            unscored += 1  # the writer ranks it last
-            continue
-        score = random_scores[index] if algorithm == "random" else entry["score"]
-        ctx.results.add(path, float(score))
+    try:
+        # One entry at a time, in candidate order (every candidate exactly once).
+        for index, entry in rows.merged(len(candidates)):
+            if "error" in entry:
+                unscored += 1  # the writer ranks it last
+                continue
+            score = random_scores[index] if algorithm == "random" else entry["score"]
+            ctx.results.add(candidates[index], float(score))
+    except BaseException:
+        rows.remove()
+        raise
     if with_infer:
-        inference.share(ctx, entries, options["confidence_threshold"])
+        inference.share(ctx, rows, options["confidence_threshold"])
+    else:
+        rows.remove()
     log.info(
         "%s mining of %d images (%d unreadable)%s",
         algorithm,

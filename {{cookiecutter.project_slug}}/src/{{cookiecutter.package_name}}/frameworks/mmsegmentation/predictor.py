@@ -166,7 +166,7 @@ class _Images(Dataset):
     """Candidate images decoded (no EXIF rotation, BGR like mmcv) and resized for the model."""
 
     def __init__(self, paths: Sequence[Path], transforms: Compose) -> None:
-        self.paths = list(paths)
+        self.paths = paths  # not copied: a million candidates' paths are made on demand
         self.transforms = transforms
 
     def __len__(self) -> int:

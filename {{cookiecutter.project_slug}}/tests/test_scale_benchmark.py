@@ -1,0 +1,102 @@
+"""``benchmarks/scale.py`` runs and prints every number it promises (tiny settings).
+
+The script measures and asserts nothing (``benchmarks/README.md``); this keeps it working as
+the executor changes under it. The numbers of such a tiny run mean nothing and are not
+checked, only that each is there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[1]
+NUMBER = r"[-+]?[0-9][0-9,]*(?:\.[0-9]+)?"
+
+
+def run_scale(tmp_path: Path, *args: str) -> str:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        part for part in (str(PROJECT / "src"), env.get("PYTHONPATH")) if part
+    )
+    completed = subprocess.run(
+        [sys.executable, str(PROJECT / "benchmarks" / "scale.py"), *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed.stdout
+
+
+def rows(output: str, pattern: str) -> list[re.Match]:
+    return [match for match in re.finditer(pattern, output, re.MULTILINE)]
+
+
+@pytest.mark.parametrize("target", ["detection", "instance-segmentation"])
+def test_scale_benchmark_prints_every_number(tmp_path: Path, target: str) -> None:
+    detection = target == "detection"
+    per_image = ["--boxes", "0,3"] if detection else ["--masks", "0,2"]
+    # The readers and the executor run do not depend on the writers' target: once is enough.
+    rest = ["--inputs", "50", "--e2e", "30", "--e2e-boxes", "2"] if detection else []
+    output = run_scale(
+        tmp_path,
+        "--target",
+        target,
+        "--sizes",
+        "40,60",
+        *per_image,
+        "--mask-size",
+        "24x16",
+        "--old-max",
+        "40",
+        *(rest or ["--inputs", "0", "--e2e", "0"]),
+        "--clock",
+        "cpu",
+        "--scratch",
+        str(tmp_path),
+    )
+    numbers = rf"\s+({NUMBER})" * 7
+    # Writers: old and new at 40 candidates, new only at 60 (above --old-max), 0 and 2-3 each.
+    writer_rows = rows(output, rf"^\s+({NUMBER})\s+(\d+)\s+(old|new){numbers}\s*$")
+    expected = [
+        (size, count, impl)
+        for size in ("40", "60")
+        for count in per_image[1].split(",")
+        for impl in (("old", "new") if size == "40" else ("new",))
+    ]
+    assert sorted((row[1], row[2], row[3]) for row in writer_rows) == sorted(expected)
+    assert len(rows(output, r"^\s+60\s+\d+\s+old\s+skipped: above --old-max")) == 2
+    assert len(rows(output, rf"^\s+40\s+\d+\s+{NUMBER}x time\s+{NUMBER}x memory$")) == 2
+    # Mining: old and new at 40, new at 60.
+    five = rf"(?:\s+{NUMBER})" * 5
+    mining = rows(output, rf"^\s+({NUMBER})\s+(old|new){five}\s*$")
+    assert sorted((row[1], row[2]) for row in mining) == [
+        ("40", "new"),
+        ("40", "old"),
+        ("60", "new"),
+    ]
+    if not detection:
+        return
+    # Readers: the candidate index old and new, the training index, the COCO export.
+    readers = rows(output, rf"^\s+(candidates|training-index|coco)\s+(old|new){five}\s*$")
+    assert sorted((row[1], row[2]) for row in readers) == [
+        ("candidates", "new"),
+        ("candidates", "old"),
+        ("coco", "new"),
+        ("training-index", "new"),
+    ]
+    # The executor, end to end.
+    assert re.search(r"^executor exit status\s+0$", output, re.MULTILINE)
+    for label in ("executor wall time", "executor peak RSS", "peak RSS per candidate"):
+        assert re.search(rf"^{label}\s+{NUMBER} (s|MB|B)$", output, re.MULTILINE), label
+    assert re.search(r"^result\.tsv lines\s+30$", output, re.MULTILINE)
