@@ -68,8 +68,11 @@ def select_framework(answers, package_dir):
         for test in Path("tests").glob("test_openmmlab_*.py"):
             remove(test)
         remove(Path("scripts"))  # it installs the OpenMMLab stack
-    if framework != "mmdetection":
-        remove(Path("benchmarks"))  # they compare MMDetection inference and training paths
+    if framework == "none":
+        remove(Path("benchmarks"))  # they measure the reference frameworks
+    for script in Path("benchmarks").glob("*.py"):
+        if not script.name.startswith(f"{framework}_"):
+            remove(script)
 
 
 def render_dockerfiles(answers):

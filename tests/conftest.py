@@ -86,15 +86,21 @@ def expected_files(
         "contract/results.py",
         "devkit/__init__.py",
         "devkit/__main__.py",
+        "devkit/al_dataset.py",
+        "devkit/al_loop.py",
+        "devkit/al_report.py",
+        "devkit/al_scoring.py",
         "devkit/chain.py",
         "devkit/run.py",
         "devkit/synth.py",
+        "devkit/pool.py",
         "devkit/verify.py",
         "tasks/__init__.py",
     ]
     files |= {f"src/{package}/{name}" for name in package_files}
     test_files = [
         "conftest.py",
+        "test_al_loop.py",
         "test_chain.py",
         "test_dataset.py",
         "test_devkit.py",
@@ -173,17 +179,22 @@ FRAMEWORK_TESTS = {
         "test_mmdetection_training.py",
     ],
     "mmsegmentation": [
+        "test_mmsegmentation_benchmarks.py",
         "test_mmsegmentation_inference.py",
         "test_mmsegmentation_models.py",
         "test_mmsegmentation_training.py",
     ],
 }
-MMDETECTION_BENCHMARKS = [
-    "benchmarks/README.md",
-    "benchmarks/mmdetection_data.py",
-    "benchmarks/mmdetection_inference.py",
-    "benchmarks/mmdetection_training.py",
-]
+BENCHMARKS = {
+    "mmdetection": [
+        "benchmarks/README.md",
+        "benchmarks/mmdetection_data.py",
+        "benchmarks/mmdetection_inference.py",
+        "benchmarks/mmdetection_mining.py",
+        "benchmarks/mmdetection_training.py",
+    ],
+    "mmsegmentation": ["benchmarks/README.md", "benchmarks/mmsegmentation_mining.py"],
+}
 
 
 def framework_files(package: str, framework: str) -> set[str]:
@@ -192,8 +203,7 @@ def framework_files(package: str, framework: str) -> set[str]:
     files = {f"src/{package}/{name}" for name in OPENMMLAB_FILES + FRAMEWORK_FILES[framework]}
     files |= {f"tests/{name}" for name in OPENMMLAB_TESTS + FRAMEWORK_TESTS[framework]}
     files.add("scripts/install-cpu-stack.sh")
-    if framework == "mmdetection":
-        files |= set(MMDETECTION_BENCHMARKS)
+    files |= set(BENCHMARKS[framework])
     return files
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import requires
+from conftest import assert_mining_report, requires
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import models
@@ -80,3 +80,10 @@ def test_data_benchmark_prints_throughput_and_share_of_training() -> None:
     assert re.search(rf"^training \S+ at img_size 64, .* {NUMBER} s/image$", output, re.M)
     for name in formats:
         assert re.search(rf"{name}: conversion / one-epoch training time = {NUMBER}%", output)
+
+
+@requires("training", "mining", "infer")
+def test_mining_benchmark_prints_every_algorithm_against_random(tmp_path: Path) -> None:
+    output = run_benchmark("mining", "--setting", "smoke", "--work", str(tmp_path / "work"))
+    metric = "mAP_50" if manifest_object_type(default_img_man()) == 2 else "maskAP_50"
+    assert_mining_report(output, metric, ["random", "entropy", "cald", "aldd"])

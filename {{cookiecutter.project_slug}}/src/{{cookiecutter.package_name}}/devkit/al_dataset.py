@@ -234,18 +234,16 @@ def store_assets(dataset: LabelledDataset, cache: Path, indices: Sequence[int]) 
     """Copy the images into the asset cache as the platform stores them (``<h[-2:]>/<h>.<ext>``)."""
     for index in indices:
         image = dataset.images[index]
-        if image.asset:
-            continue
-        data = image.source.read_bytes()
-        ext = synth.detected_extension(data)
-        if ext == "unknown":
-            raise ValueError(f"{image.source} is not a JPEG, PNG or BMP image")
-        digest = hashlib.sha1(data).hexdigest()
-        target = cache / digest[-2:] / f"{digest}.{ext}"
+        if not image.asset:
+            data = image.source.read_bytes()
+            ext = synth.detected_extension(data)
+            if ext == "unknown":
+                raise ValueError(f"{image.source} is not a JPEG, PNG or BMP image")
+            image.asset = f"{hashlib.sha1(data).hexdigest()}.{ext}"
+        target = cache / image.asset_id[-2:] / image.asset
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        image.asset = target.name
+            shutil.copyfile(str(image.source), str(target))
 
 
 def index_path(work: Path, image: LabelledImage) -> Path:

@@ -262,6 +262,7 @@ class _Experiment:
         labelled = {algorithm: list(split.start) for algorithm in self.algorithms}
         models = {algorithm: model for algorithm in self.algorithms}
         for round_number in range(1, self.settings.rounds + 1):
+            # every algorithm mines first: the round's enrichment is known before its trainings
             for algorithm in self.algorithms:
                 folder = root / algorithm / f"round-{round_number}"
                 unlabelled = sorted(set(split.pool) - set(labelled[algorithm]))
@@ -272,9 +273,12 @@ class _Experiment:
                     self.enrichment[seed][algorithm] = al_scoring.enrichment(
                         self.dataset, split.pool, selected, missed, self.rare_class
                     )
-                if self.settings.enrichment_only:
-                    continue
                 labelled[algorithm] += selected
+            self.report(final=False)
+            if self.settings.enrichment_only:
+                break
+            for algorithm in self.algorithms:
+                folder = root / algorithm / f"round-{round_number}"
                 start_from = models[algorithm] if self.settings.fine_tune else None
                 models[algorithm], metrics = self._train_and_measure(
                     folder, seed, round_number, algorithm, labelled[algorithm], start_from
@@ -287,8 +291,6 @@ class _Experiment:
                     }
                 )
             self.report(final=False)
-            if self.settings.enrichment_only:
-                break
 
     # --- steps -----------------------------------------------------------------------------------
 

@@ -78,7 +78,7 @@ def build_report(
         "metric_50": at_50,
         "class_names": list(class_names),
         "rare_class": class_names[rare_class],
-        "settings": settings,
+        "settings": json.loads(json.dumps(settings)),  # as report.json reads back
         "seeds": sorted(runs),
         "algorithms": algorithms,
         "runs": {str(seed): runs[seed] for seed in sorted(runs)},
@@ -134,6 +134,41 @@ def format_report(report: dict[str, Any]) -> str:
             cells = [_mean_std(values[key], "{:.2f}") for key in ("missed", "rare")]
             lines.append(f"| {algorithm} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
+
+
+def verdict(report: dict[str, Any], default_algorithm: str, goal: float) -> list[str]:
+    """Does mining beat random? One line per algorithm, then the best one against ``goal``
+    and whether the template's default algorithm is the one that measures best.
+
+    Judged on the metric at IoU 0.5 after the last round every seed finished, as the mean of
+    the paired differences to random.
+    """
+    name = report["metric_50"]
+    gains = {}
+    for algorithm, rows in report["summary"].items():
+        if algorithm != RANDOM and rows and f"{name}_vs_random" in rows[-1]:
+            gains[algorithm] = (rows[-1]["round"], rows[-1][f"{name}_vs_random"])
+    if not gains:
+        return ["no algorithm but random has finished a round"]
+    lines = [
+        f"{algorithm} vs random after round {last}: {name} {_mean_std(stats, '{:+.3f}')}"
+        for algorithm, (last, stats) in gains.items()
+    ]
+    best = max(gains, key=lambda algorithm: gains[algorithm][1]["mean"])
+    last, stats = gains[best]
+    reached = "reached" if stats["mean"] >= goal else "NOT reached"
+    lines.append(
+        f"best: {best}, {stats['mean']:+.3f} {name} over random after round {last} "
+        f"(goal +{goal:.2f}): {reached}"
+    )
+    if default_algorithm == best:
+        lines.append(f"the default mining_algorithm '{default_algorithm}' measures best")
+    else:
+        lines.append(
+            f"the default mining_algorithm '{default_algorithm}' does NOT measure best "
+            f"('{best}' does)"
+        )
+    return lines
 
 
 def _metric_table(report: dict[str, Any], name: str) -> list[str]:
