@@ -148,6 +148,9 @@ def test_report_files_and_progress(finished: dict) -> None:
     assert "round 2 (20 images)" in table and "last round vs random" in table
     with Image.open(work / "curve.png") as plot:
         assert plot.format == "PNG" and plot.size == (800, 520)
+    for algorithm in report["algorithms"]:  # each top-k as thumbnails, 10 per row
+        with Image.open(work / "seed-1" / algorithm / "round-1" / "picks.png") as picks:
+            assert picks.size == (960, 96 + 16)
     summary = report["summary"][DEFAULT_ALGORITHM][-1]
     paired = summary[f"{report['metric_50']}_vs_random"]
     assert paired["values"] == [

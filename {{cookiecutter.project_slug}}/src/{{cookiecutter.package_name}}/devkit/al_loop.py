@@ -19,7 +19,7 @@ The work dir, each step kept for inspection::
     asset_cache/                   every image once, shared like the platform's per-user cache
     seed-<s>/split.json            the seed's validation, start and pool images
     seed-<s>/round-0/{training,evaluation,pool-inference}/, model.tar
-    seed-<s>/<algorithm>/round-<r>/{mining,training,evaluation}/, model.tar
+    seed-<s>/<algorithm>/round-<r>/{mining,training,evaluation}/, model.tar, picks.png
     report.json, report.md, curve.png          (rewritten after every round)
 
 Resumable: a step that succeeded leaves ``step.json`` and is not run again; rounds, seeds and
@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..contract.atomic import write_text_atomic
+from ..contract.atomic import write_bytes_atomic, write_text_atomic
 from . import al_report, al_scoring, synth
 from .al_dataset import (
     LabelledDataset,
@@ -54,6 +55,7 @@ RANDOM = "random"
 SETTINGS_FILE = "al-loop.json"
 STEP_FILE = "step.json"
 MODEL_TAR = "model.tar"
+PICKS_PNG = "picks.png"
 DEFAULT_TIMEOUT = 3600.0
 NEEDED_TASKS = ("training", "mining", "infer")
 
@@ -427,7 +429,18 @@ class _Experiment:
             mine,
         )
         by_asset = self._by_asset(candidates)
-        return [by_asset[asset] for asset in record["selected"]]
+        selected = [by_asset[asset] for asset in record["selected"]]
+        picks = work_dir.parent / PICKS_PNG
+        if not picks.is_file():  # what the algorithm chose, to look at
+            shown = [
+                (
+                    self.dataset.images[i].source,
+                    [(o["category_id"], o["bbox"]) for o in self.dataset.images[i].objects],
+                )
+                for i in selected
+            ]
+            write_bytes_atomic(picks, al_report.contact_sheet(shown, self.dataset.class_names))
+        return selected
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -502,12 +515,17 @@ class _Runner:
             note = f": {summary(record)}" if summary else ""
             self.log(f"{title} (done before{note})")
             return record
-        started = time.monotonic()
+        started, cpu = time.monotonic(), _children_cpu()
         self.log(f"{title} ...")
         record = action(folder)
+        # CPU seconds of the tasks run (a busy machine stretches the wall time, not these; in
+        # container mode they are the docker client's only)
+        record.update(seconds=time.monotonic() - started, cpu_seconds=_children_cpu() - cpu)
         write_text_atomic(record_file, json.dumps(record) + "\n")
         note = f", {summary(record)}" if summary else ""
-        self.log(f"{title}: done in {time.monotonic() - started:.0f} s{note}")
+        self.log(
+            f"{title}: done in {record['seconds']:.0f} s (CPU {record['cpu_seconds']:.0f} s){note}"
+        )
         return record
 
     def run_task(self, name: str, work: Path) -> None:
@@ -522,3 +540,9 @@ class _Runner:
                 + (f": {outcome.note}" if outcome.note else "")
                 + (f"\n{details}" if details else "")
             )
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the finished child processes so far (the executor runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

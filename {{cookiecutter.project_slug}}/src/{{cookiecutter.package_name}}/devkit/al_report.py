@@ -268,3 +268,41 @@ def plot_png(report: dict[str, Any], width: int = 800, height: int = 520) -> byt
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def contact_sheet(
+    images: Sequence[tuple[Path, Sequence[tuple[int, Sequence[float]]]]],
+    class_names: Sequence[str],
+    thumb: int = 96,
+    columns: int = 10,
+) -> bytes:
+    """A PNG of thumbnails with their ground-truth boxes outlined, one colour per class:
+    ``images`` are ``(image file, [(class_id, (x, y, w, h)), ...])``, e.g. a mining top-k, to
+    see what an algorithm picks."""
+    rows = max(1, math.ceil(len(images) / columns))
+    legend = 16
+    sheet = Image.new("RGB", (columns * thumb, rows * thumb + legend), "white")
+    draw = ImageDraw.Draw(sheet)
+    for number, (path, boxes) in enumerate(images):
+        with Image.open(path) as source:
+            picture = source.convert("RGB")
+        scale = thumb / float(max(picture.size))
+        picture = picture.resize(
+            (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+        )
+        left, top = (number % columns) * thumb, (number // columns) * thumb
+        sheet.paste(picture, (left, top))
+        for class_id, (x, y, w, h) in boxes:
+            colour = COLOURS[(class_id + 1) % len(COLOURS)]
+            box = [left + x * scale, top + y * scale, left + (x + w) * scale, top + (y + h) * scale]
+            draw.rectangle(box, outline=colour, width=2)
+    font = ImageFont.load_default()
+    x = 4
+    for class_id, name in enumerate(class_names):
+        draw.text(
+            (x, rows * thumb + 2), name, fill=COLOURS[(class_id + 1) % len(COLOURS)], font=font
+        )
+        x += 8 * len(name) + 16
+    buffer = io.BytesIO()
+    sheet.save(buffer, "PNG")
+    return buffer.getvalue()
