@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from pathlib import Path
 
 from {{ cookiecutter.package_name }}.contract.params import load_template, manifest_object_type
 from {{ cookiecutter.package_name }}.devkit import al_report
 from {{ cookiecutter.package_name }}.devkit.al_dataset import load_dataset
-from {{ cookiecutter.package_name }}.devkit.al_loop import LoopSettings, al_loop
+from {{ cookiecutter.package_name }}.devkit.al_loop import LoopSettings, StepFailed, al_loop
 from {{ cookiecutter.package_name }}.devkit.pool import PoolRecipe, write_pool
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
 
@@ -115,13 +116,16 @@ def main() -> None:
     started = time.monotonic()
     folder = work.absolute().parent / f"{work.name}-data"
     dataset = load_dataset(folder, write_pool(folder, recipe))
-    report = al_loop(
-        work,
-        dataset,
-        settings,
-        timeout=args.timeout,
-        log=lambda line: print(line, flush=True),
-    )
+    try:
+        report = al_loop(
+            work,
+            dataset,
+            settings,
+            timeout=args.timeout,
+            log=lambda line: print(line, flush=True),
+        )
+    except StepFailed as error:
+        sys.exit(f"failed: {error}\n(the tasks before it are kept: the same command resumes)")
     for line in al_report.verdict(report, default_algorithm, GOAL):
         print(line)
     print(timing(time.monotonic() - started))
