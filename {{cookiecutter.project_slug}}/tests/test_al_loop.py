@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -22,9 +23,15 @@ from conftest import FRAMEWORK, IMG_MAN, OBJECT_TYPE, SUPPORTED_TASKS
 from {{ cookiecutter.package_name }}.contract.params import load_template
 from {{ cookiecutter.package_name }}.devkit import al_loop as al_loop_module
 from {{ cookiecutter.package_name }}.devkit.__main__ import main as devkit_main
-from {{ cookiecutter.package_name }}.devkit.al_dataset import LabelledDataset, load_dataset
+from {{ cookiecutter.package_name }}.devkit.al_dataset import (
+    LabelledDataset,
+    load_dataset,
+    object_box,
+    object_mask,
+    store_assets,
+)
 from {{ cookiecutter.package_name }}.devkit.al_loop import LoopSettings, StepFailed, al_loop
-from {{ cookiecutter.package_name }}.devkit.al_scoring import enrichment
+from {{ cookiecutter.package_name }}.devkit.al_scoring import enrichment, missed_objects
 from {{ cookiecutter.package_name }}.devkit.pool import PoolRecipe, write_pool
 
 ALL_TASKS = {"training", "mining", "infer"} <= SUPPORTED_TASKS
@@ -371,6 +378,37 @@ def test_enrichment_is_one_for_the_base_rate(pool_dataset: LabelledDataset) -> N
         assert top["rare"] >= 1.0
     nothing = enrichment(pool_dataset, pool, pool[:5], {i: 0 for i in pool}, rare)
     assert nothing["missed"] is None
+
+
+def test_a_miss_counts_one_minus_the_best_matching_score(
+    pool_dataset: LabelledDataset, tmp_path: Path
+) -> None:
+    index = next(i for i, image in enumerate(pool_dataset.images) if len(image.objects) == 1)
+    store_assets(pool_dataset, tmp_path, [index])
+    image = pool_dataset.images[index]
+    (obj,) = image.objects
+    x, y, w, h = object_box(obj)
+    other = 1 - obj["category_id"]
+    if OBJECT_TYPE in (3, 4):
+        mask = object_mask(obj, image)
+        shifted = np.roll(mask, image.width // 2, axis=1)  # the same shape elsewhere
+        found, elsewhere = (mask, obj["category_id"]), (shifted, obj["category_id"])
+        wrong_class = (mask, other)
+    else:
+        found, elsewhere = (x, y, w, h, obj["category_id"]), (x + w, y, w, h, obj["category_id"])
+        wrong_class = (x, y, w, h, other)
+
+    def missed(*predictions: tuple) -> float:
+        result = missed_objects(
+            pool_dataset, [index], {image.asset: list(predictions)}, OBJECT_TYPE
+        )
+        return result[index]
+
+    assert missed() == 1.0
+    assert missed((*found, 0.8)) == pytest.approx(0.2)
+    assert missed((*found, 0.3), (*found, 0.9)) == pytest.approx(0.1)  # the best match counts
+    assert missed((*elsewhere, 0.9)) == 1.0  # IoU < 0.5
+    assert missed((*wrong_class, 0.9)) == 1.0
 
 
 # --- command line --------------------------------------------------------------------------------

@@ -358,7 +358,9 @@ class _Experiment:
         )
         return tar, record["metrics"]
 
-    def _pool_misses(self, work_dir: Path, seed: int, split: Split, model: Path) -> dict[int, int]:
+    def _pool_misses(
+        self, work_dir: Path, seed: int, split: Split, model: Path
+    ) -> dict[int, float]:
         """The start model's missed objects per pool image (for the enrichment measure)."""
 
         def infer_pool(work: Path) -> dict:
@@ -383,10 +385,10 @@ class _Experiment:
             f"seed {seed} round 0: inference on the {len(split.pool)} pool images",
             work_dir,
             infer_pool,
-            summary=lambda done: f"{sum(done['missed'].values())} objects missed",
+            summary=lambda done: f"{sum(done['missed'].values()):.1f} objects missed",
         )
         by_asset = self._by_asset(split.pool)
-        return {by_asset[asset]: int(count) for asset, count in record["missed"].items()}
+        return {by_asset[asset]: float(count) for asset, count in record["missed"].items()}
 
     def _mine(
         self,

@@ -123,9 +123,10 @@ def format_report(report: dict[str, Any]) -> str:
             "",
             "## One-round enrichment of the first top-k (start model)",
             "",
-            "Share of the pool's objects the start model missed (IoU < 0.5), and of the rarest "
-            f"class '{report['rare_class']}', found in the top-k, over the share a random "
-            "pick gets on average (1.00).",
+            "Share of what the start model misses in the pool (each object counts 1 - the "
+            "score of its best same-class prediction with IoU >= 0.5), and of the objects of "
+            f"the rarest class '{report['rare_class']}', that the top-k holds, over the share a "
+            "random pick gets on average (1.00).",
             "",
             "| algorithm | missed objects | rare class |",
             "| --- | --- | --- |",

@@ -5,8 +5,8 @@
 - :func:`evaluate` scores them with the project's own :mod:`..evaluation` (COCO mAP, mask AP,
   mIoU), the same numbers for every executor, whatever its training reports;
 - :func:`enrichment` is the cheap one-round measure: how much more of what the start model
-  gets wrong, and of the rarest class, a mining algorithm's top-k holds than a random top-k
-  would (1.0 = as random, 2.0 = twice as much).
+  misses (:func:`missed_objects`), and of the rarest class, a mining algorithm's top-k holds
+  than a random top-k would (1.0 = as random, 2.0 = twice as much).
 
 Main metrics per target: the main one and its value at IoU 0.5 (semantic segmentation has no
 IoU threshold: mIoU is both).
@@ -84,24 +84,31 @@ def missed_objects(
     indices: Sequence[int],
     predictions: dict[str, list[tuple]],
     object_type: int,
-) -> dict[int, int]:
-    """Per image index: its ground-truth objects that no prediction of the same class overlaps
-    by IoU >= 0.5 (boxes for detection, masks for segmentation)."""
+) -> dict[int, float]:
+    """Per image index: how much of its ground truth the model misses, ``sum(1 - s)`` over its
+    objects, where ``s`` is the best score of a prediction of the object's class that overlaps
+    it by IoU >= 0.5 (boxes for detection, masks for segmentation), 0 when none does.
+
+    An object the model finds confidently counts little, one it finds with a low score or not
+    at all nearly fully: no score threshold to choose, which matters for a start model whose
+    scores are all low.
+    """
     missed = {}
     for index in indices:
         image = dataset.images[index]
         found = predictions.get(image.asset, [])
-        count = 0
+        total = 0.0
         for obj in image.objects:
             same_class = [p for p in found if p[-2] == obj["category_id"]]
             if object_type in SEGMENTATION_TYPES:
                 truth = object_mask(obj, image)
-                best = max((_mask_iou(truth, p[0]) for p in same_class), default=0.0)
+                overlaps = [(_mask_iou(truth, p[0]), p[-1]) for p in same_class]
             else:
                 truth_box = object_box(obj)
-                best = max((_box_iou(truth_box, p[:4]) for p in same_class), default=0.0)
-            count += best < FOUND_IOU
-        missed[index] = count
+                overlaps = [(_box_iou(truth_box, p[:4]), p[-1]) for p in same_class]
+            score = max((float(s) for iou, s in overlaps if iou >= FOUND_IOU), default=0.0)
+            total += 1.0 - min(1.0, max(0.0, score))
+        missed[index] = total
     return missed
 
 
@@ -109,12 +116,12 @@ def enrichment(
     dataset: LabelledDataset,
     pool: Sequence[int],
     selected: Sequence[int],
-    missed: dict[int, int],
+    missed: dict[int, float],
     rare_class: int,
 ) -> dict[str, Any]:
     """How concentrated the start model's misses and the rare class are in ``selected``.
 
-    ``missed``: the start model's missed objects per pool image (:func:`missed_objects`).
+    ``missed``: the start model's misses per pool image (:func:`missed_objects`).
     Each value is (share of the pool's total inside ``selected``) / (``len(selected)`` /
     ``len(pool)``): 1.0 for what a random pick gets on average, None when the pool has none.
     """
@@ -129,7 +136,7 @@ def enrichment(
     return {
         "missed": ratio(sum(missed[i] for i in selected), sum(missed[i] for i in pool)),
         "rare": ratio(sum(rare_objects(i) for i in selected), sum(rare_objects(i) for i in pool)),
-        "missed_in_top_k": int(sum(missed[i] for i in selected)),
+        "missed_in_top_k": float(sum(missed[i] for i in selected)),
         "rare_in_top_k": int(sum(rare_objects(i) for i in selected)),
     }
 
