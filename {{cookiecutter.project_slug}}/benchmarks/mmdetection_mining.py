@@ -46,6 +46,8 @@ SETTINGS = {
         top_k=30,
         rounds=3,
         seeds=2,
+        # without baked weights (a development machine) training starts from scratch: the
+        # rate RTMDet's config uses for a batch of 256, which a batch of 8 needs to learn in time
         training=dict(epochs=20, img_size=64, batch_size_per_gpu=8, learning_rate=0.004),
     ),
     "gpu": dict(
@@ -56,7 +58,8 @@ SETTINGS = {
         top_k=200,
         rounds=4,
         seeds=3,
-        training=dict(epochs=60, img_size=128, batch_size_per_gpu=32, learning_rate=0.004),
+        # from the COCO weights baked into the image: the template's learning rate
+        training=dict(epochs=60, img_size=128, batch_size_per_gpu=32),
     ),
     "smoke": dict(
         recipe=PoolRecipe(images=24, image_size=64, rare_fraction=0.3),
