@@ -11,10 +11,10 @@ the difference to random paired by seed, the one-round enrichment of each first 
 line per algorithm against random, the best one against the goal (+0.05 mAP@0.5 after the last
 round) and whether the template's default ``mining_algorithm`` is that best one, then the time.
 
-Settings (``--setting``): ``cpu`` (about 40 minutes on 2 cores), ``gpu`` (a larger pool, more
-rounds and seeds, longer trainings at 128 px, for real hardware) and ``smoke`` (seconds per
-task, for the test suite; its numbers mean nothing). The work dir (default
-``.devkit/mining-benchmark-<setting>``) keeps every task; running the same command again
+Settings (``--setting``): ``cpu`` (2 CPU cores; ``benchmarks/README.md`` has its cost),
+``gpu`` (a larger pool, more rounds and seeds, longer trainings at 128 px, for real hardware)
+and ``smoke`` (seconds per task, for the test suite; its numbers mean nothing). The work dir
+(default ``.devkit/mining-benchmark-<setting>``) keeps every task; running the same command again
 resumes where it stopped. Example::
 
     PYTHONPATH=src python benchmarks/mmdetection_mining.py --setting cpu

@@ -15,10 +15,10 @@ The model learns the background as a class of its own (``background_class: true`
 objects lie on an unlabelled, cluttered background, and without it a model is unsure about
 every background pixel, which is no sign of an image worth labelling.
 
-Settings (``--setting``): ``cpu`` (about 40 minutes on 2 cores), ``gpu`` (a larger pool, more
-rounds and seeds, longer trainings at 128 px, for real hardware) and ``smoke`` (seconds per
-task, for the test suite; its numbers mean nothing). The work dir (default
-``.devkit/mining-benchmark-<setting>``) keeps every task; running the same command again
+Settings (``--setting``): ``cpu`` (2 CPU cores; ``benchmarks/README.md`` has its cost),
+``gpu`` (a larger pool, more rounds and seeds, longer trainings at 128 px, for real hardware)
+and ``smoke`` (seconds per task, for the test suite; its numbers mean nothing). The work dir
+(default ``.devkit/mining-benchmark-<setting>``) keeps every task; running the same command again
 resumes where it stopped. Example::
 
     PYTHONPATH=src python benchmarks/mmsegmentation_mining.py --setting cpu
