@@ -69,10 +69,11 @@ def select_framework(answers, package_dir):
             remove(test)
         remove(Path("scripts"))  # it installs the OpenMMLab stack
         remove(Path("docker", "build-mmcv.sh"))  # it compiles mmcv
-    if framework != "mmdetection":
-        # They compare MMDetection inference and training paths; the scale benchmark stays.
-        for benchmark in Path("benchmarks").glob("mmdetection_*.py"):
-            remove(benchmark)
+    # The benchmarks of the reference frameworks go with them; the scale benchmark stays.
+    for name in FRAMEWORKS:
+        if name != framework:
+            for benchmark in Path("benchmarks").glob(f"{name}_*.py"):
+                remove(benchmark)
 
 
 def render_dockerfiles(answers):

@@ -95,15 +95,21 @@ def expected_files(
         "contract/tensorboard.py",
         "devkit/__init__.py",
         "devkit/__main__.py",
+        "devkit/al_dataset.py",
+        "devkit/al_loop.py",
+        "devkit/al_report.py",
+        "devkit/al_scoring.py",
         "devkit/chain.py",
         "devkit/run.py",
         "devkit/synth.py",
+        "devkit/pool.py",
         "devkit/verify.py",
         "tasks/__init__.py",
     ]
     files |= {f"src/{package}/{name}" for name in package_files}
     test_files = [
         "conftest.py",
+        "test_al_loop.py",
         "test_chain.py",
         "test_dataset.py",
         "test_devkit.py",
@@ -194,6 +200,7 @@ FRAMEWORK_TESTS = {
         "test_mmdetection_training.py",
     ],
     "mmsegmentation": [
+        "test_mmsegmentation_benchmarks.py",
         "test_mmsegmentation_inference.py",
         "test_mmsegmentation_models.py",
         "test_mmsegmentation_training.py",
@@ -205,11 +212,16 @@ BENCHMARKS = [
     "benchmarks/reference_results.py",
     "benchmarks/scale.py",
 ]
-MMDETECTION_BENCHMARKS = [
-    "benchmarks/mmdetection_data.py",
-    "benchmarks/mmdetection_inference.py",
-    "benchmarks/mmdetection_training.py",
-]
+# Each reference framework's own.
+FRAMEWORK_BENCHMARKS = {
+    "mmdetection": [
+        "benchmarks/mmdetection_data.py",
+        "benchmarks/mmdetection_inference.py",
+        "benchmarks/mmdetection_mining.py",
+        "benchmarks/mmdetection_training.py",
+    ],
+    "mmsegmentation": ["benchmarks/mmsegmentation_mining.py"],
+}
 
 
 def framework_files(package: str, framework: str) -> set[str]:
@@ -220,8 +232,7 @@ def framework_files(package: str, framework: str) -> set[str]:
     files.add("scripts/install-cpu-stack.sh")
     files.add("docker/build-mmcv.sh")
     files.add("scripts/gpu_check.py")
-    if framework == "mmdetection":
-        files |= set(MMDETECTION_BENCHMARKS)
+    files |= set(FRAMEWORK_BENCHMARKS[framework])
     return files
 
 

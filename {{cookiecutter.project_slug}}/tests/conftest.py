@@ -1,9 +1,11 @@
-"""Fixtures shared by the test modules: what this executor supports, and a ready model package."""
+"""Fixtures shared by the test modules: what this executor supports, a ready model package, and
+the check of the mining benchmark's output."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,29 @@ def untrained_mmdetection_package(
         folder.mkdir(parents=True, exist_ok=True)
         package.untrained_package(tar, name, object_type, CLASS_NAMES, img_size=64, noise=0.02)
     return tar
+
+
+# A number as the benchmarks print it.
+_NUMBER = r"[-+]?[0-9][0-9,]*(?:\.[0-9]+)?"
+
+
+def assert_mining_report(output: str, metric: str, algorithms: list) -> None:
+    """Every number the mining benchmark promises: per algorithm and round the metric (mean ±
+    spread), the last round against random, the one-round enrichment, the verdict, the time."""
+    cell = rf"{_NUMBER} ± {_NUMBER}"
+    for algorithm in algorithms:
+        row = rf"^\| {algorithm} \| {cell} \| {cell} \|"
+        if algorithm == "random":
+            row += r"  \|$"  # random is the reference: no difference to itself
+        else:
+            row += rf" [-+]{_NUMBER} ± {_NUMBER} \|$"
+            assert re.search(
+                rf"^{algorithm} vs random after round 1: {metric} [-+]{cell}$", output, re.M
+            ), output
+        assert re.search(row, output, re.M), output
+        assert re.search(rf"^\| {algorithm} \| {cell} \| {cell} \|$", output, re.M), output
+    assert re.search(
+        rf"^best: \w+, [-+]{_NUMBER} {metric} over random after round 1 ", output, re.M
+    )
+    assert re.search(r"^the default mining_algorithm '\w+' (measures best|does NOT)", output, re.M)
+    assert re.search(rf"^time: {_NUMBER} min wall, {_NUMBER} min CPU$", output, re.M), output

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import requires
+from conftest import assert_mining_report, requires
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import models
@@ -30,7 +30,7 @@ TINY_TRAINING = ["--train-images", "2", "--val-images", "1", "--img-size", "64"]
 TINY_TRAINING += ["--batch-size", "2", "--workers", "0"]
 
 
-def run_benchmark(name: str, *args: str) -> str:
+def run_benchmark(name: str, *args: str, timeout: int = 900) -> str:
     """The standard output of ``benchmarks/mmdetection_<name>.py`` (it must exit 0)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
@@ -43,7 +43,7 @@ def run_benchmark(name: str, *args: str) -> str:
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed.stdout
@@ -89,3 +89,12 @@ def test_data_benchmark_prints_throughput_and_share_of_training() -> None:
     assert re.search(rf"^training \S+ at img_size 64, .* {NUMBER} s/image$", output, re.M)
     for name in formats:
         assert re.search(rf"{name}: conversion / one-epoch training time = {NUMBER}%", output)
+
+
+@requires("training", "mining", "infer")
+def test_mining_benchmark_prints_every_algorithm_against_random(tmp_path: Path) -> None:
+    # about 15 short tasks, each a process that loads the framework
+    work = str(tmp_path / "work")
+    output = run_benchmark("mining", "--setting", "smoke", "--work", work, timeout=1800)
+    metric = "mAP_50" if manifest_object_type(default_img_man()) == 2 else "maskAP_50"
+    assert_mining_report(output, metric, ["random", "entropy", "cald", "aldd"])

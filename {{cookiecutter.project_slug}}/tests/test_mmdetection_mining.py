@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -183,6 +184,41 @@ def test_scores_of_the_helpers() -> None:
     flipped = mining.transform_boxes(boxes, np.array([[-1.0, 0, 100], [0, 1.0, 0]]), 100, 80)
     assert flipped.tolist() == [[70.0, 20.0, 90.0, 60.0]]
     assert mining.box_iou(boxes, boxes)[0, 0] == pytest.approx(1.0)
+
+
+def test_cald_sums_the_confidence_the_augmentations_lose() -> None:
+    import numpy as np
+    import torch
+
+    size = (100, 80)
+    box = np.array([[30.0, 20.0, 70.0, 60.0]])
+
+    def view(boxes, scores) -> SimpleNamespace:
+        instances = SimpleNamespace(
+            bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            scores=torch.tensor(scores, dtype=torch.float32),
+            labels=torch.zeros(len(scores), dtype=torch.long),
+        )
+        return SimpleNamespace(pred_instances=instances)
+
+    def candidate(original, augmented) -> SimpleNamespace:
+        views = [view(*augmented(name)) for name in mining.CALD_AUGMENTATIONS]
+        return SimpleNamespace(size=size, samples=[view(*original), *views])
+
+    def moved(name: str, shift: float = 0.0) -> tuple:
+        matrix = mining.augmentation_matrix(name, *size)
+        boxes = mining.transform_boxes(box, matrix, *size)
+        boxes[:, [0, 2]] += shift
+        return boxes.tolist(), [0.4]
+
+    # A stray low-score box that every augmentation loses: background noise, ranks low.
+    stray = candidate(([[10.0, 10.0, 20.0, 20.0]], [0.06]), lambda name: ([], []))
+    # An object the augmented views find half a box away: the model is unsure where it is.
+    unsure = candidate((box.tolist(), [0.4]), lambda name: moved(name, shift=15.0))
+    steady = candidate((box.tolist(), [0.4]), moved)
+    assert mining.cald_score(stray) == pytest.approx(0.06)
+    assert mining.cald_score(unsure) > mining.cald_score(stray)
+    assert mining.cald_score(steady) == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("name", mining.CALD_AUGMENTATIONS)

@@ -2,8 +2,9 @@
 
 ``synth`` writes a YMIR-shaped ``in/`` (and empty ``out/``), ``run`` starts the executor the way the
 platform does, ``verify`` checks ``out/`` against the platform's rules and ``chain`` strings them
-together: train -> package -> infer / mine / mine+infer. The command line is
-``python -m <package>.devkit {synth,run,verify,chain}``.
+together: train -> package -> infer / mine / mine+infer; ``al_loop`` plays the active-learning
+cycle (train, mine, label the top-k, train again) to measure mining against random. The command
+line is ``python -m <package>.devkit {synth,run,verify,chain,al-loop}``.
 
 Nothing here is imported by the executor itself: the devkit only ever runs it as a subprocess.
 """

@@ -1,4 +1,4 @@
-"""Command line of the devkit: ``python -m <package>.devkit {synth,run,verify,chain}``.
+"""Command line of the devkit: ``python -m <package>.devkit {synth,run,verify,chain,al-loop}``.
 
     synth  --work DIR --task training|mining|infer|mining+infer [--protocol 1.1.0|1.0.0|legacy]
            [--platform 1.1|2.0|...|2.5] [--format ark|voc|coco|seg-coco]
@@ -9,6 +9,10 @@
     verify --work DIR
     chain  --work DIR [--protocol 1.1.0|1.0.0|legacy|all] [--timeout S] [--model TAR|DIR]
            [--gpus 0,...] [--image IMAGE [--user UID:GID] [--shm-size S] [--docker CLI]]
+    al-loop --work DIR (--dataset DIR [--annotations JSON] | --synthetic N) [--classes A,B]
+           [--val N] [--start N] [--pool N] [--top-k K] [--rounds R] [--algorithms A,B]
+           [--seeds N] [--param K=V] [--mining-param K=V] [--infer-param K=V] [--fine-tune]
+           [--enrichment-only] [--timeout S] [--image IMAGE ...]
 
 ``--image`` runs the built image instead of the checkout's package, the way the platform starts
 it (``docker run`` with /in read-only, /out, an arbitrary --user, --shm-size, no command; never a
@@ -18,7 +22,7 @@ added. ``verify`` reads the run's outcome from monitor.txt like the platform: a 
 
 The executor's object_type comes from its img-man manifest (the checkout's ``img-man/``, else the
 packaged copy, else ``/img-man``; ``--img-man`` overrides), so there is no target flag. Exit codes:
-0 success, 1 a failed run / verification / chain, 2 bad usage.
+0 success, 1 a failed run / verification / chain / loop step, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -148,6 +152,63 @@ def _parser() -> argparse.ArgumentParser:
     _param_option(chain)
     _container_options(chain)
     chain.set_defaults(handler=_cmd_chain)
+
+    loop = commands.add_parser(
+        "al-loop",
+        help="the active-learning cycle: train, mine top-k, label, train ... per algorithm",
+        description="Play what a YMIR user does with mining: train on a start set, mine the "
+        "unlabelled pool, label the top-k, train again, for several rounds, once per mining "
+        "algorithm and random; every task runs and is verified like on the platform. Writes "
+        "report.md, report.json and curve.png into --work; a rerun resumes.",
+    )
+    loop.add_argument("--work", required=True, type=Path, help="experiment dir (created)")
+    source = loop.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--dataset", type=Path, help="a folder of images with a COCO json (boxes, or masks)"
+    )
+    source.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="IMAGES",
+        help="generate a synthetic pool of this many images (a rare class among distractors) "
+        "into <work>/dataset",
+    )
+    loop.add_argument("--annotations", type=Path, help="the COCO json (default: the only one)")
+    loop.add_argument("--classes", help="comma-separated classes to train (default: all)")
+    loop.add_argument("--val", type=int, default=100, help="held-out validation images (100)")
+    loop.add_argument("--start", type=int, default=100, help="labelled start images (100)")
+    loop.add_argument("--pool", type=int, help="unlabelled pool images (default: the rest)")
+    loop.add_argument("--top-k", type=int, default=50, help="images mined per round (50)")
+    loop.add_argument("--rounds", type=int, default=3, help="mining rounds (3)")
+    loop.add_argument(
+        "--algorithms",
+        default="",
+        help="comma-separated mining algorithms (default: the template's); random is always run",
+    )
+    loop.add_argument(
+        "--seeds", type=int, default=1, help="repetitions with other start sets (default 1)"
+    )
+    loop.add_argument("--fine-tune", action="store_true", help="train from the last round's model")
+    loop.add_argument(
+        "--enrichment-only",
+        action="store_true",
+        help="the cheap measure only: train once, mine once per algorithm, report enrichment",
+    )
+    loop.add_argument("--timeout", type=float, default=3600.0, help="seconds per task (3600)")
+    loop.add_argument("--img-man", type=Path)
+    _param_option(loop)
+    for task in ("mining", "infer"):
+        loop.add_argument(
+            f"--{task}-param",
+            dest=f"{task}_params",
+            action="append",
+            default=[],
+            type=_key_value,
+            metavar="KEY=VALUE",
+            help=f"a {task} hyper-parameter (repeatable)",
+        )
+    _container_options(loop)
+    loop.set_defaults(handler=_cmd_al_loop)
     return parser
 
 
@@ -333,6 +394,48 @@ def _cmd_chain(args: argparse.Namespace) -> int:
         print(report.format(details=not args.quiet))
         failed = failed or not report.ok
     return 1 if failed else 0
+
+
+def _cmd_al_loop(args: argparse.Namespace) -> int:
+    from .al_dataset import load_dataset
+    from .al_loop import LoopSettings, StepFailed, al_loop, prepare_work_dir
+    from .pool import PoolRecipe, write_pool
+
+    if args.synthetic is not None:
+        folder = prepare_work_dir(args.work) / "dataset"
+        annotations = write_pool(folder, PoolRecipe(images=args.synthetic))
+    else:
+        folder, annotations = args.dataset, args.annotations
+    classes = [name for name in (args.classes or "").split(",") if name.strip()]
+    dataset = load_dataset(folder, annotations, classes or None)
+    settings = LoopSettings(
+        top_k=args.top_k,
+        rounds=args.rounds,
+        start=args.start,
+        val=args.val,
+        pool=args.pool,
+        algorithms=[name for name in args.algorithms.split(",") if name.strip()],
+        seeds=args.seeds,
+        training_params=dict(args.params),
+        mining_params=dict(args.mining_params),
+        infer_params=dict(args.infer_params),
+        fine_tune=args.fine_tune,
+        enrichment_only=args.enrichment_only,
+    )
+    try:
+        al_loop(
+            args.work,
+            dataset,
+            settings,
+            img_man=args.img_man,
+            timeout=args.timeout,
+            log=lambda line: print(line, flush=True),
+            **_container_kwargs(args),
+        )
+    except StepFailed as error:
+        print(f"failed: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -240,7 +240,7 @@ def chain(
         if expect_refusal:
             report.steps.append(_expected_object_type_failure("training", work, result, started))
             return report
-        step = _task_step("training", work, result, started)
+        step = task_step("training", work, result, started)
         report.steps.append(step)
         if not step.ok:
             return report
@@ -332,7 +332,7 @@ def chain(
         if expect_refusal:
             report.steps.append(_expected_object_type_failure(name, work, result, started))
             break
-        step = _task_step(name, work, result, started)
+        step = task_step(name, work, result, started)
         report.steps.append(step)
         if not step.ok:
             break
@@ -420,7 +420,9 @@ def executor_object_type(img_man: Path) -> int:
 # steps
 
 
-def _task_step(name: str, work: Path, result: RunResult, started: float) -> ChainStep:
+def task_step(name: str, work: Path, result: RunResult, started: float) -> ChainStep:
+    """A finished platform task as a chain step: passed when it exited 0 within its time and
+    neither the run nor the verifier found an error."""
     findings = _run_findings(result) + verify_findings(work)
     ok = result.returncode == 0 and not result.timed_out and not has_errors(findings)
     note = "" if result.returncode == 0 else _last_log_line(result.log_path)

@@ -16,11 +16,13 @@ last, below every scored one):
   degrees, shrink to 0.8 and pad); each original detection, moved into the augmented frame, is
   matched to the augmented detection of highest IoU; its consistency is that IoU times
   ``1 - JS(c, c')`` (Jensen-Shannon divergence of the two Bernoulli confidences, in bits), 0
-  when the classes differ. Per augmentation the image's inconsistency is the mean of
-  ``1 - consistency`` over its detections weighted by their confidence (so that the many
-  low-confidence boxes a low threshold keeps do not drown the confident ones), 1 when the
-  augmented image has no detection; the score is the mean over augmentations, in [0, 1]. An
-  image without any original detection scores 0. Works with every model (5 forward passes).
+  when the classes differ. Per augmentation the image's inconsistency is the sum of
+  ``c * (1 - consistency)`` over its detections (a detection lost by the augmentation counts
+  ``c``): how much of its confidence does not survive the augmentation. The score is the mean
+  over augmentations; an image without any original detection scores 0. Summed rather than
+  averaged, because an average ranks first the background images whose one barely-kept box
+  vanishes under any augmentation (measured with ``devkit al-loop``: a weak start model's
+  CALD top-k then held almost no object). Works with every model (5 forward passes).
 - ``aldd`` (Active Learning for Deep Detection, Aghdam et al., ICCV 2019): dense-head
   uncertainty from the class-probability maps of the same forward pass that predicts the boxes.
   Per class map (YOLOX: class x objectness), upsampled to the finest level and cropped to the
@@ -365,7 +367,7 @@ def cald_score(output: Any) -> float:
         augmented = output.samples[position].pred_instances
         aug_boxes = augmented.bboxes.float().cpu().numpy().astype(np.float64)
         if len(aug_boxes) == 0:
-            total += 1.0
+            total += float(np.sum(scores))  # every detection lost
             continue
         aug_scores = augmented.scores.float().cpu().numpy().astype(np.float64)
         aug_labels = augmented.labels.cpu().numpy()
@@ -374,8 +376,9 @@ def cald_score(output: Any) -> float:
         best_iou = ious[np.arange(len(moved)), best]
         consistency = best_iou * (1 - bernoulli_js(scores, aug_scores[best]))
         consistency = np.where(labels == aug_labels[best], consistency, 0.0)
-        weights = np.maximum(scores, 1e-12)
-        total += float(np.sum(weights * (1 - consistency)) / np.sum(weights))
+        # Summed, not averaged: a lone low-score detection that an augmentation loses is
+        # background noise, not an object the model is unsure about.
+        total += float(np.sum(scores * (1 - consistency)))
     return total / len(CALD_AUGMENTATIONS)
 
 
