@@ -71,6 +71,7 @@ def expected_files(
         "docker-bake.hcl",
         "docker/check-permissions.sh",
         "docker/start.sh",
+        "docs/protocol.md",
         "img-man/manifest.yaml",
         "pyproject.toml",
         "renovate.json",

@@ -20,7 +20,8 @@ from {{ cookiecutter.package_name }}.contract.env import (
 )
 from {{ cookiecutter.package_name }}.contract.errors import ErrorCode, ExecutorError
 
-# What YMIR 2.5 writes for a training task (contract §2.2), keys sorted as yaml.safe_dump does.
+# What YMIR 2.5 writes for a training task (docs/protocol.md#env-yaml), keys sorted as
+# yaml.safe_dump does.
 TRAINING_ENV = """\
 input:
   annotations_dir: /in/annotations

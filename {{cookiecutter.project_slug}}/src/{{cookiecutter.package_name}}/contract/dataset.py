@@ -1,8 +1,8 @@
 """Readers for the datasets the YMIR platform exports into ``/in``.
 
 Index files list ``<absolute image path>\\t<absolute annotation path>`` per line (training) or one
-image path per line (mining / inference). Annotations come in the format chosen by the
-``export_format`` hyper-parameter:
+image path per line (mining / inference; docs/protocol.md#index-files). Annotations come in the
+format chosen by the ``export_format`` hyper-parameter (docs/protocol.md#export-formats):
 
 * ark (``.txt`` per image): ``<class_idx>, xmin, ymin, xmax, ymax[, quality, angle]`` with
   *inclusive* corners; an empty file is a negative image. The legacy protocol (YMIR 1.1) always

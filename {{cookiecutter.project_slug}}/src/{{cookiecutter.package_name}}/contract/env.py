@@ -1,8 +1,8 @@
 """Read and check ``env.yaml``: which task to run and where every input and output lives.
 
-YMIR writes ``/in/env.yaml`` for every task (contract §2.2). All paths in it are absolute, so
-a local run only needs its own env.yaml, named by the environment variable ``YMIR_ENV_FILE``
-(the SDK's ``DEFAULT_ENV_FILE_PATH`` is honoured too, for compatibility).
+YMIR writes ``/in/env.yaml`` for every task (docs/protocol.md#env-yaml). All paths in it are
+absolute, so a local run only needs its own env.yaml, named by the environment variable
+``YMIR_ENV_FILE`` (the SDK's ``DEFAULT_ENV_FILE_PATH`` is honoured too, for compatibility).
 
 The protocol is decided here and only here: no ``protocol_version`` (YMIR 1.1) or a version
 below 1.0.0 is *legacy*; 1.0.0 and above is *modern* (every YMIR 2.x writes ``1.1.0``).
@@ -295,7 +295,7 @@ def _section(data: dict, name: str, source: str) -> dict:
         raise ExecutorError(
             ErrorCode.CONFIG,
             f"{source}: missing key '{name}'; it must map each {name} path name to an absolute "
-            f"path (see the YMIR env.yaml example in the README)",
+            f"path (see the env.yaml example in docs/protocol.md#env-yaml)",
         )
     if not isinstance(section, dict):
         raise ExecutorError(

@@ -3,7 +3,8 @@
 YMIR (>= 2.3) shows ``state_code`` from ``monitor.txt`` to the user, so every failure the
 executor can explain is raised as :class:`ExecutorError` with one of these codes. Anything else
 is an unexpected exception: the top level writes monitor state 4 without a code and the
-platform reports its generic container error (160004).
+platform reports its generic container error (160004). The codes, and the platform's own codes
+an executor can cause: docs/protocol.md#error-codes.
 """
 
 import enum

@@ -4,7 +4,8 @@ The platform names exported assets after the type it detected (``jpg``, ``png``,
 the extension is not guaranteed, so the type is sniffed from the content. Its width and height
 metadata come from Pillow *without* EXIF rotation: annotations live in the stored pixel frame,
 so images are never rotated here either. Every image is handed out as 8-bit RGB, whatever its
-channel count, because models and result writers expect one layout.
+channel count, because models and result writers expect one layout. See
+docs/protocol.md#assets.
 """
 
 from __future__ import annotations

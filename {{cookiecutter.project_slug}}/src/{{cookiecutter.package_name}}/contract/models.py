@@ -4,7 +4,7 @@ After training, YMIR packs every stage listed in ``/out/models/result.yaml`` int
 (``<stage>/<file>`` plus ``ymir-info.yaml``). When a model is used (pretrained for training,
 or for mining / inference) it extracts ``ymir-info.yaml`` and only the chosen stage's files to
 ``/in/models/<stage>/`` and lists them, as absolute paths, in ``model_params_path`` /
-``pretrained_model_params``.
+``pretrained_model_params`` (docs/protocol.md#models-in).
 
 Two quirks are handled here so that task code never meets them:
 

@@ -1,4 +1,4 @@
-"""Progress and failure reporting through ``monitor.txt`` (contract §3.1).
+"""Progress and failure reporting through ``monitor.txt`` (docs/protocol.md#monitor-file).
 
 The platform's monitor service polls this file every 20 seconds and parses its first line with
 ``PercentLogHandler.parse_percent_log``: TAB-separated ``task_id, timestamp, percent, state``

@@ -1,8 +1,9 @@
 """Hyper-parameters: the img-man templates as defaults, ``config.yaml`` as the user's values.
 
-The templates in ``img-man/`` are the single source of defaults (contract §4.2). YMIR writes
-``/in/config.yaml`` as template + user edits + injected reserved keys (contract §2.3), and its
-web UI makes that file unreliable in three ways, which :class:`Params` absorbs:
+The templates in ``img-man/`` are the single source of defaults (docs/protocol.md#templates).
+YMIR writes ``/in/config.yaml`` as template + user edits + injected reserved keys
+(docs/protocol.md#config-yaml), and its web UI makes that file unreliable in three ways
+(docs/protocol.md#web-ui-quirks), which :class:`Params` absorbs:
 
 * edited values come back as strings (``"False"``, ``"0.5"``, ``"10"``, ``"0.1,0.2"``), so every
   value is coerced to the type of the template's default;
@@ -28,8 +29,9 @@ TEMPLATE_FILES = {
     "infer": "infer-template.yaml",
 }
 
-# Keys the platform injects or consumes itself (contract §2.3): never hyper-parameters of the
-# model, so as_dict() leaves them out (e.g. when logging or saving the effective settings).
+# Keys the platform injects or consumes itself (docs/protocol.md#reserved-keys): never
+# hyper-parameters of the model, so as_dict() leaves them out (e.g. when logging or saving the
+# effective settings).
 RESERVED_KEYS = frozenset(
     {
         "task_id",
@@ -58,7 +60,8 @@ MANIFEST_FILE = "manifest.yaml"
 # tests can point it elsewhere.
 IMAGE_IMG_MAN = Path("/img-man")
 
-# The manifest's object_type when the file or key is absent: what YMIR assumes (contract §4.1).
+# The manifest's object_type when the file or key is absent: what YMIR assumes
+# (docs/protocol.md#manifest).
 DEFAULT_OBJECT_TYPE = 2
 SUPPORTED_OBJECT_TYPES = {2: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
 

@@ -1,4 +1,6 @@
-"""Validated, atomic writers for the task results the platform reads from ``/out`` (contract §3).
+"""Validated, atomic writers for the task results the platform reads from ``/out``.
+
+The formats and the platform's rules: docs/protocol.md#outputs.
 
 Each writer accepts the author's values, checks them against the rules the platform's parsers
 apply (and the stricter ones of the verifier), and refuses anything invalid with ``ValueError``
@@ -58,7 +60,7 @@ COUNT_METRICS = frozenset({"tp", "fp", "fn"})
 # Keys of a stage entry that are not metrics; a metric with one of these names would clash.
 _STAGE_FIELDS = frozenset({"stage_name", "files", "timestamp"})
 
-# The SDK's default: the 10 newest stages plus the best one (contract §3.2).
+# The SDK's default: the 10 newest stages plus the best one (docs/protocol.md#training-result).
 DEFAULT_MAX_STAGES = 11
 
 
@@ -156,7 +158,7 @@ def _dump_json(data: Any) -> str:
 
 
 class TrainingResult:
-    """Writes ``result.yaml`` (contract §3.2) after every :meth:`add_stage`.
+    """Writes ``result.yaml`` (docs/protocol.md#training-result) after every :meth:`add_stage`.
 
     Modern protocol: ``model_stages`` with one entry per stage, files looked up (like the
     platform when it packs the model) in ``<models_dir>/<stage>/`` then ``<models_dir>/``.
@@ -529,7 +531,9 @@ def _json_string(text: str) -> str:
 
 
 class DetectionResult:
-    """Collects boxes per candidate and writes the detection ``infer-result.json`` (§3.3).
+    """Collects boxes per candidate and writes the detection ``infer-result.json``.
+
+    See docs/protocol.md#infer-result-detection.
 
     Boxes become integer ``x, y, w, h`` (top-left corner and size), clipped to the image when
     its size is known; boxes that end up empty are dropped. Class ids or names are turned into
@@ -722,7 +726,9 @@ MaskSpec = Tuple[Any, Any, Any]
 
 
 class SegmentationResult:
-    """Collects masks and writes the COCO-style segmentation ``infer-result.json`` (§3.3).
+    """Collects masks and writes the COCO-style segmentation ``infer-result.json``.
+
+    See docs/protocol.md#infer-result-segmentation.
 
     Semantic segmentation (object_type 3): one annotation per (image, class); masks of the same
     class are merged, ``iscrowd`` is 1 and there is no ``confidence``. Instance segmentation
@@ -940,7 +946,7 @@ def _annotation(index: int, mask: Any) -> dict[str, Any]:
 
 
 class MiningResult:
-    """Collects one score per candidate and writes ``result.tsv`` (contract §3.4).
+    """Collects one score per candidate and writes ``result.tsv`` (docs/protocol.md#mining-result).
 
     The platform takes the first top-k lines in file order, so lines are sorted by descending
     score (ties keep the candidate order). Every candidate appears exactly once, with its path

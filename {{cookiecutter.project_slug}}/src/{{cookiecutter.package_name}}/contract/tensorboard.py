@@ -3,7 +3,8 @@
 YMIR mounts ``/out/tensorboard`` (``env.output.tensorboard_dir``) into its own TensorBoard
 server: whatever event files a training writes there become the task's training curves. The
 frameworks write them through their own TensorBoard backends; this module lets any executor
-(the stubs included) do the same without depending on tensorboard, torch or protobuf.
+(the stubs included) do the same without depending on tensorboard, torch or protobuf
+(docs/protocol.md#tensorboard).
 
 An event file is a sequence of TFRecords (``length: uint64 LE, masked CRC-32C of length,
 data, masked CRC-32C of data``), each holding one serialized ``tensorflow.Event``; the first

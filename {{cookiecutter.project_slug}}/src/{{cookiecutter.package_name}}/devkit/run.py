@@ -20,7 +20,7 @@ Two modes:
   directory and no stdin. ``in/`` is made read-only (``chmod a-w``, restored afterwards); root
   ignores permission bits, hence the fingerprints.
 - **container** (``image=``, ``run --image``): the image itself, started exactly like ``mir`` does
-  (contract §5.2), except that it never gets a network::
+  (docs/protocol.md#docker-run), except that it never gets a network::
 
       docker run --rm --network none -v <work>/in:/in:ro -v <work>/out:/out
           -v <asset cache>:<asset cache>:ro [-v <tensorboard dir>:<tensorboard dir>]
@@ -398,7 +398,9 @@ def docker_run_command(
     docker: str = DEFAULT_DOCKER,
     gpus: str | None = None,
 ) -> list[str]:
-    """The ``docker run`` command line of the platform (contract §5.2) for ``work_dir``.
+    """The ``docker run`` command line of the platform for ``work_dir``.
+
+    See docs/protocol.md#docker-run.
 
     ``in/`` read-only at ``/in``, ``out/`` at ``/out``; the real folders behind the symlinks
     ``in/assets``, ``in/models`` and ``out/tensorboard`` at their own absolute paths (``in/`` ones

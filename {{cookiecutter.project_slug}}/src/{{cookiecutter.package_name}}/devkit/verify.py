@@ -3,9 +3,10 @@
 The platform parses ``monitor.txt``, ``result.yaml``, ``infer-result.json`` and ``result.tsv``
 with code that fails a task (or silently drops results) on details that are easy to get wrong:
 a float box coordinate, a percent written as 55, a stage file in the wrong folder, a mining
-file sorted the wrong way. The checks here re-implement those parsers (contract §3 and §4) and
-the stricter rules of a good verifier (contract §7.2), so the mistakes show up on a developer's
-machine instead of in a failed YMIR task.
+file sorted the wrong way. The checks here re-implement those parsers (docs/protocol.md#outputs,
+docs/protocol.md#img-man) and the stricter rules of a good verifier
+(docs/protocol.md#devkit-checks), so the mistakes show up on a developer's machine instead of in
+a failed YMIR task.
 
 Every check has a stable id (``MON003``), a severity and, where known, the platform error code
 the mistake would cause:
@@ -85,7 +86,7 @@ _PF, _VF, _W = PLATFORM_FATAL, VERIFIER_FATAL, WARNING
 CHECKS: dict[str, Check] = {
     check.check_id: check
     for check in (
-        # -- img-man: manifest and templates (contract §4, §7.2 A) ----------------------
+        # -- img-man: manifest and templates (docs/protocol.md#img-man) ----------------------
         Check("MAN001", _W, None, "manifest.yaml is missing (YMIR assumes object_type 2)"),
         Check("MAN002", _VF, None, "manifest.yaml is not a YAML mapping (YMIR reads it as {})"),
         Check("MAN003", _PF, DOCKER_IMAGE_ERROR, "object_type is neither an int nor a list"),
@@ -106,7 +107,7 @@ CHECKS: dict[str, Check] = {
         Check("TPL012", _VF, None, "template string value longer than 100 characters"),
         Check("TPL013", _VF, None, "template numeric value longer than 20 characters"),
         Check("TPL014", _W, None, "export_format is exported by YMIR 2.5 only ('coco')"),
-        # -- monitor.txt (contract §3.1, §7.2 D) -----------------------------------------
+        # -- monitor.txt (docs/protocol.md#monitor-file) -------------------------------------
         Check("MON001", _VF, None, "monitor.txt is missing"),
         Check("MON002", _VF, None, "monitor.txt is empty"),
         Check("MON003", _PF, PERCENT_LOG_PARSE_ERROR, "first line has < 4 TAB-separated fields"),
@@ -124,7 +125,7 @@ CHECKS: dict[str, Check] = {
         Check("MON015", _W, None, "state 4 with a code that is no executor error code"),
         Check("MON016", _W, None, "more than 100 lines (the rest is dropped)"),
         Check("MON017", _W, None, "task id differs from env.yaml's task_id"),
-        # -- training: result.yaml (contract §3.2, §7.2 E) -------------------------------
+        # -- training: result.yaml (docs/protocol.md#training-result) ------------------------
         Check("TRN001", _PF, RC_CMD_NO_RESULT, "result.yaml is missing"),
         Check("TRN002", _PF, RC_CMD_NO_RESULT, "result.yaml is not safe-loadable YAML"),
         Check("TRN003", _PF, RC_CMD_NO_RESULT, "result.yaml is empty or not a mapping"),
@@ -157,7 +158,7 @@ CHECKS: dict[str, Check] = {
         Check("TRN042", _PF, RC_CMD_NO_RESULT, "legacy model file not directly in models/"),
         Check("TRN050", _W, None, "tensorboard folder missing or empty"),
         Check("TRN051", _W, None, "no TensorBoard event file with scalars (no training curve)"),
-        # -- infer-result.json (contract §3.3, §7.2 E) -----------------------------------
+        # -- infer-result.json (docs/protocol.md#infer-result) -------------------------------
         Check("INF001", _PF, RC_CMD_ERROR_UNKNOWN, "infer-result.json is missing"),
         Check("INF002", _PF, RC_CMD_ERROR_UNKNOWN, "infer-result.json is not valid JSON"),
         Check("DET001", _PF, RC_CMD_NO_RESULT, "no top-level 'detection' mapping"),
@@ -206,7 +207,7 @@ CHECKS: dict[str, Check] = {
         Check("SEG023", _W, None, "semantic segmentation annotation with confidence"),
         Check("SEG024", _W, None, "images width/height differ from the image file"),
         Check("SEG025", _W, None, "area differs from the mask's pixel count"),
-        # -- result.tsv (contract §3.4, §7.2 E) ------------------------------------------
+        # -- result.tsv (docs/protocol.md#mining-result) -------------------------------------
         Check("MIN001", _PF, RC_CMD_NO_RESULT, "result.tsv is missing"),
         Check("MIN002", _VF, None, "line is not '<path>\\t<score>'"),
         Check("MIN003", _VF, None, "score is not a finite number"),
@@ -215,7 +216,7 @@ CHECKS: dict[str, Check] = {
         Check("MIN006", _VF, None, "candidate missing"),
         Check("MIN007", _VF, None, "lines not sorted by descending score"),
         Check("MIN008", _W, None, "file name stem is not a 40-hex asset hash"),
-        # -- a failed run: the failure protocol (contract §5.3, design §7) ---------------
+        # -- a failed run: the failure protocol (docs/protocol.md#failures) ------------------
         Check("FAL001", _W, RC_CMD_CONTAINER_ERROR, "failed run wrote no executor error code"),
         Check("FAL002", _VF, None, "failed run's last log line is no one-line reason"),
         Check("FAL003", _VF, None, "failed run left a half-written result"),
@@ -392,7 +393,10 @@ class _ImageSizes:
 
 
 def verify_static(img_man_dir: Path) -> list[Finding]:
-    """Check ``manifest.yaml`` and the templates like registration does (contract §4, §7.2 A)."""
+    """Check ``manifest.yaml`` and the templates like registration does.
+
+    See docs/protocol.md#img-man.
+    """
     img_man = Path(img_man_dir)
     findings: list[Finding] = []
     manifest_path = img_man / "manifest.yaml"
@@ -612,7 +616,9 @@ def _check_export_format(path: Path, data: dict[str, Any], object_type: int) -> 
 def verify_monitor(
     monitor_file: Path, expect_success: bool, task_id: str | None = None
 ) -> list[Finding]:
-    """Parse ``monitor.txt`` exactly like ``PercentLogHandler.parse_percent_log`` (§3.1).
+    """Parse ``monitor.txt`` exactly like ``PercentLogHandler.parse_percent_log``.
+
+    See docs/protocol.md#monitor-file.
 
     ``expect_success``: the executor exited 0 (final percent 1.0, no state 4) or not
     (state 4 expected). ``task_id``: env.yaml's task id, compared when given.
@@ -738,7 +744,9 @@ def verify_monitor(
 def verify_training(
     out_dir: Path, env: dict[str, Any], config: dict[str, Any], object_type: int
 ) -> list[Finding]:
-    """Check ``result.yaml`` and the model files like the platform's packing does (§3.2).
+    """Check ``result.yaml`` and the model files like the platform's packing does.
+
+    See docs/protocol.md#training-result.
 
     ``env`` is env.yaml's content (its protocol_version picks modern or legacy; its output
     paths are used, moved under ``out_dir`` when they name another root). ``config`` is the
@@ -1102,7 +1110,9 @@ def verify_infer(
     legacy: bool,
     result_file: Path | None = None,
 ) -> list[Finding]:
-    """Check ``infer-result.json`` for detection (2) or segmentation (3, 4) (§3.3).
+    """Check ``infer-result.json`` for detection (2) or segmentation (3, 4).
+
+    See docs/protocol.md#infer-result.
 
     ``candidates`` are the candidate image paths; images that exist locally are opened (header
     only) to check boxes and mask sizes against the real image size.
@@ -1626,7 +1636,10 @@ def _check_segmentation_field(
 def verify_mining(
     out_dir: Path, candidates: Sequence[str], result_file: Path | None = None
 ) -> list[Finding]:
-    """Check ``result.tsv`` (§3.4): each candidate once, as given, sorted by descending score."""
+    """Check ``result.tsv``: each candidate once, as given, sorted by descending score.
+
+    See docs/protocol.md#mining-result.
+    """
     path = Path(result_file) if result_file is not None else Path(out_dir) / "result.tsv"
     if not path.is_file():
         return [_finding("MIN001", f"{path} is missing (platform: 'Cannot find result file')")]
