@@ -62,7 +62,8 @@ Box = Tuple[Any, Any, Any, Any, Any, Any]
 
 
 class DetectionResult:
-    """Collects boxes per candidate and writes the detection ``infer-result.json`` (§3.3).
+    """Collects boxes per candidate and writes the detection ``infer-result.json``
+    (docs/protocol.md#infer-result-detection).
 
     Boxes become integer ``x, y, w, h`` (top-left corner and size), clipped to the image when
     its size is known; boxes that end up empty are dropped. Class ids or names are turned into
@@ -165,7 +166,8 @@ MaskSpec = Tuple[Any, Any, Any]
 
 
 class SegmentationResult:
-    """Collects masks and writes the COCO-style segmentation ``infer-result.json`` (§3.3).
+    """Collects masks and writes the COCO-style segmentation ``infer-result.json``
+    (docs/protocol.md#infer-result-segmentation).
 
     Semantic segmentation (object_type 3): one annotation per (image, class); masks of the same
     class are merged, ``iscrowd`` is 1 and there is no ``confidence``. Instance segmentation
@@ -315,7 +317,7 @@ class SegmentationResult:
 
 
 class MiningResult:
-    """Collects one score per candidate and writes ``result.tsv`` (contract §3.4).
+    """Collects one score per candidate and writes ``result.tsv`` (docs/protocol.md#mining-result).
 
     The platform takes the first top-k lines in file order, so lines are sorted by descending
     score (ties keep the candidate order). Every candidate appears exactly once, with its path

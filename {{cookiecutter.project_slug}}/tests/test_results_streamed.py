@@ -202,10 +202,10 @@ def test_mining_writes_todays_lines(tmp_path):
     assert streamed.result_file.read_bytes() == old.result_file.read_bytes()
 
 
-# What each platform version's detection reader makes of an entry (ymir-contract.md §3.3 and
-# §6): 1.1 reads only "annotations"; 2.0 to 2.5 take "boxes" or else "annotations", written
-# in 2.3 as ``entry.get("boxes") or entry.get("annotations")``, and log "invalid annotations"
-# for anything that is not a list.
+# What each platform version's detection reader makes of an entry
+# (docs/protocol.md#infer-result-detection): 1.1 reads only "annotations"; 2.0 to 2.5 take
+# "boxes" or else "annotations", written in 2.3 as ``entry.get("boxes") or
+# entry.get("annotations")``, and log "invalid annotations" for anything that is not a list.
 PLATFORM_READERS = {
     "1.1": lambda entry: entry.get("annotations"),
     "2.0-2.5": lambda entry: entry.get("boxes") or entry.get("annotations"),
