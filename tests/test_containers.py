@@ -536,7 +536,10 @@ def framework_image(
         timeout=900,
     )
     engine.docker("image", "rm", "--force", probe, check=False)
-    # 2. With the Dockerfile's defaults: BAKE_WEIGHTS=1 downloads from WEIGHTS_BASE_URL.
+    # 2. With the Dockerfile's defaults: BAKE_WEIGHTS=1 downloads from WEIGHTS_BASE_URL. The
+    # weights' BuildKit cache mount outlives builds: emptied, so that files an earlier test's
+    # build left there (same names, other bytes) cannot stand in for the download.
+    engine.docker("builder", "prune", "--force", "--filter", "type=exec.cachemount")
     tag = f"ymir-template-test/{package.replace('_', '-')}:cpu-{suffix}"
     completed = docker_build(
         engine, project, base_image, tag, f"WEIGHTS_BASE_URL={weights_mirror.url}"
