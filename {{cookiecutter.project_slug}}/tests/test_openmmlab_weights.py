@@ -250,6 +250,31 @@ def test_models_command_line_bakes_through_the_mirror(
     assert "unknown model" in capsys.readouterr().err
 
 
+def test_models_command_line_lists_the_models_of_a_target(capsys) -> None:
+    """``--list`` (also without ``--download``) prints every offered model once, with its
+    config; MMDetection's ``--object-type`` keeps one target's and refuses a model of the other."""
+    models = importlib.import_module(f"{weights.__package__.rsplit('.', 1)[0]}.{FRAMEWORK}.models")
+    for argv in (["--list"], []):
+        assert models.main(argv) == 0
+        listed = capsys.readouterr().out.splitlines()
+        assert len(listed) == len(models.MODELS)
+        for spec in models.MODELS.values():
+            (line,) = [line for line in listed if line.startswith(spec.name)]
+            assert spec.config in line
+    if FRAMEWORK != "mmdetection":
+        return
+    for object_type, other in ((2, 4), (4, 2)):
+        assert models.main(["--list", "--object-type", str(object_type)]) == 0
+        listed = capsys.readouterr().out.splitlines()
+        assert {line.split()[0] for line in listed} == {
+            spec.name for spec in models.models_for(object_type)
+        }
+        foreign = models.models_for(other)[0].name
+        argv = ["--download", "unused", "--object-type", str(object_type), "--models", foreign]
+        assert models.main(argv) == 2
+        assert "this executor does" in capsys.readouterr().err
+
+
 def test_baked_weights_location(tmp_path: Path, monkeypatch) -> None:
     spec = spec_named("tiny.pth")
     monkeypatch.setenv(weights.WEIGHTS_DIR_VARIABLE, str(tmp_path))
