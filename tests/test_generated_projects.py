@@ -1,14 +1,16 @@
 """Generated projects for real, through the make targets their README gives: installed into
 fresh virtual environments (``make install``: pip's editable install for the stubs, the
 project's own scripts/install-cpu-stack.sh for the reference frameworks), their own test suites
-passing (``make test``), and the devkit chain (train -> model package -> infer / mine /
-mine+infer) passing for the modern and the legacy protocol (``make run-local``, one step checked
-again with ``make verify``); ``make benchmark`` runs one tiny benchmark.
+passing (``make test``), and, for the stubs, the devkit chain (train -> model package -> infer /
+mine / mine+infer) passing for the modern and the legacy protocol (``make run-local``, one step
+checked again with ``make verify``); ``make benchmark`` runs one tiny benchmark. A framework
+bake's own suite runs that chain with the real framework for every protocol (its
+tests/test_chain.py), so the make targets are not run again for it.
 
 These tests install packages, so they are marked slow; ``-m "not slow"`` skips them.
 
 The reference frameworks' suites train every listed model on the CPU (about half an hour in
-all, on one xdist worker beside the rest; each bake gets a venv of its own). They need mmcv
+all, on one xdist worker beside the rest; one venv per framework stack). They need mmcv
 2.1.0, which compiles for about 30 minutes unless the shared wheelhouse
 (``../shared/wheelhouse`` beside this repository, or ``$MMCV_WHEELHOUSE``) has it.
 """
@@ -94,10 +96,21 @@ def framework_installs() -> dict:
     return {}
 
 
+@pytest.fixture(scope="module")
+def framework_venvs() -> dict:
+    """One venv per framework stack on this xdist worker: stack -> python."""
+    return {}
+
+
 @pytest.fixture
-def framework_project(request, framework_installs, cookies_session, tmp_path_factory):
-    """``(name, python, project)``: the framework bake the test names, baked and installed
-    into a fresh venv by its ``make install`` (its scripts/install-cpu-stack.sh) on first use."""
+def framework_project(
+    request, framework_installs, framework_venvs, cookies_session, tmp_path_factory
+):
+    """``(name, python, project)``: the framework bake the test names, baked and installed by
+    its ``make install`` (its scripts/install-cpu-stack.sh) on first use. The first bake of a
+    stack installs into a fresh venv; the other bakes of that stack (MMDetection's three) into
+    the same one, where the script finds PyTorch and mmcv installed and adds the package: the
+    fresh install is the one worth its minutes, and test_install_stack.py covers it too."""
     name = request.param
     if name not in framework_installs:
         project = bake(
@@ -107,7 +120,10 @@ def framework_project(request, framework_installs, cookies_session, tmp_path_fac
             framework="auto",
             **FRAMEWORK_BAKES[name],
         )
-        python = new_venv(tmp_path_factory)
+        stack = "mmsegmentation" if name.startswith("mmseg") else "mmdetection"
+        if stack not in framework_venvs:
+            framework_venvs[stack] = new_venv(tmp_path_factory)
+        python = framework_venvs[stack]
         # The stack at hand, offline: PyTorch 2.13.0 (a CPU wheel on this machine's disk, from
         # pip's configured sources) and the wheelhouse's mmcv built for it, instead of the cpu
         # image's stack from PyTorch's and OpenMMLab's indexes (the script's default).
@@ -202,16 +218,6 @@ def test_stub_devkit_chain_passes(stub_projects, tmp_path, name, protocol):
 def test_framework_test_suite_passes(framework_project):
     _name, python, project = framework_project
     run_suite(python, project)
-
-
-@pytest.mark.parametrize("protocol", ["1.1.0", "legacy"])
-@pytest.mark.parametrize(
-    "framework_project", framework_bakes("mmdet-det", "mmdet-ins", "mmseg-sem"), indirect=True
-)
-def test_framework_devkit_chain_passes(framework_project, tmp_path, protocol):
-    name, python, project = framework_project
-    target = FRAMEWORK_BAKES[name]["target"]
-    run_chain(python, project, tmp_path / "work", protocol, target)
 
 
 @pytest.mark.parametrize("framework_project", framework_bakes("mmdet-det"), indirect=True)
