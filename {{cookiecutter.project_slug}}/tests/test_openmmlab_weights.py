@@ -13,6 +13,8 @@ import importlib
 import logging
 import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -273,6 +275,22 @@ def test_models_command_line_lists_the_models_of_a_target(capsys) -> None:
         argv = ["--download", "unused", "--object-type", str(object_type), "--models", foreign]
         assert models.main(argv) == 2
         assert "this executor does" in capsys.readouterr().err
+
+
+def test_models_command_line_needs_only_the_standard_library() -> None:
+    """The Dockerfile's weights stage runs it with the base image's bare python3: no PyYAML,
+    numpy or torch there. ``-S`` leaves site-packages out, as that stage has none."""
+    package = weights.__package__.rsplit(".", 2)[0]
+    source = Path(importlib.import_module(package).__file__).parents[1]
+    completed = subprocess.run(
+        [sys.executable, "-S", "-m", f"{package}.frameworks.{FRAMEWORK}.models", "--list"],
+        env={**os.environ, "PYTHONPATH": str(source)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip(), completed.stderr
 
 
 def test_baked_weights_location(tmp_path: Path, monkeypatch) -> None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import enum
 
-import yaml
+try:
+    import yaml
+except ImportError:  # the image build's weights stage lists the models with a bare python3
+    yaml = None
 
 
 class ObjectType(enum.IntEnum):
@@ -64,6 +67,7 @@ def _represent(dumper: yaml.BaseDumper, value: ObjectType) -> yaml.Node:
     return dumper.represent_int(int(value))
 
 
-# Both dumpers: mir writes config.yaml with yaml.dump, the result writers use safe_dump.
-for _dumper in (yaml.SafeDumper, yaml.Dumper):
-    yaml.add_representer(ObjectType, _represent, Dumper=_dumper)
+if yaml is not None:
+    # Both dumpers: mir writes config.yaml with yaml.dump, the result writers use safe_dump.
+    for _dumper in (yaml.SafeDumper, yaml.Dumper):
+        yaml.add_representer(ObjectType, _represent, Dumper=_dumper)
