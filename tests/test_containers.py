@@ -491,7 +491,13 @@ class FrameworkImage:
 
 @pytest.fixture(scope="module")
 def framework_images(engine):
-    """The framework images built so far on this worker (each target's is built once)."""
+    """The framework images built so far on this worker (each target's is built once).
+
+    The weights' BuildKit cache mount outlives builds: it is emptied first, so that files an
+    earlier build left there (same names, other bytes) cannot stand in for the downloads. The
+    targets' files differ, and the code-change test takes its target's from there afterwards.
+    """
+    engine.docker("builder", "prune", "--force", "--filter", "type=exec.cachemount")
     images: dict[str, FrameworkImage] = {}
     try:
         yield images
@@ -537,10 +543,7 @@ def framework_image(
         timeout=900,
     )
     engine.docker("image", "rm", "--force", probe, check=False)
-    # 2. With the Dockerfile's defaults: BAKE_WEIGHTS=1 downloads from WEIGHTS_BASE_URL. The
-    # weights' BuildKit cache mount outlives builds: emptied, so that files an earlier test's
-    # build left there (same names, other bytes) cannot stand in for the download.
-    engine.docker("builder", "prune", "--force", "--filter", "type=exec.cachemount")
+    # 2. With the Dockerfile's defaults: BAKE_WEIGHTS=1 downloads from WEIGHTS_BASE_URL.
     tag = f"ymir-template-test/{package.replace('_', '-')}:cpu-{suffix}"
     completed = docker_build(
         engine, project, base_image, tag, f"WEIGHTS_BASE_URL={weights_mirror.url}"
