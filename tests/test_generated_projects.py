@@ -10,7 +10,7 @@ tests/test_chain.py), so the make targets are not run again for it.
 These tests install packages, so they are marked slow; ``-m "not slow"`` skips them.
 
 The reference frameworks' suites train every listed model on the CPU (about half an hour in
-all, on one xdist worker beside the rest; one venv per framework stack). They need mmcv
+all, each bake on whichever xdist worker is free; one venv per framework stack and worker). They need mmcv
 2.1.0, which compiles for about 30 minutes unless the shared wheelhouse
 (``../shared/wheelhouse`` beside this repository, or ``$MMCV_WHEELHOUSE``) has it.
 """
@@ -140,11 +140,11 @@ def framework_project(
 
 
 def framework_bakes(*names: str) -> list:
-    """Test parameters for the bakes. They all form one xdist group: two framework suites side
-    by side on two cores oversubscribe torch's threads and ran three times slower than one
-    after the other (measured), so they run on one worker while the other does the rest."""
+    """Test parameters for the bakes, each bake an xdist group of its own: the framework suites
+    are the longest part of the slow tier, and one worker alone took them past CI's budget.
+    They run with one torch thread (see :func:`run_make`)."""
     return [
-        pytest.param(name, marks=pytest.mark.xdist_group("framework-projects"))
+        pytest.param(name, marks=pytest.mark.xdist_group(f"framework-{name}"))
         for name in names or sorted(FRAMEWORK_BAKES)
     ]
 
@@ -159,14 +159,18 @@ def clean_env():
 
 
 def run_make(project: Path, target: str, python: Path, *settings: str):
-    """``make <target> PYTHON=<python> <settings>`` in the project; its completed process."""
+    """``make <target> PYTHON=<python> <settings>`` in the project; its completed process.
+
+    One OpenMP thread: two suites side by side (or a suite beside the container tier) with
+    torch's default of a thread per core oversubscribed the two cores, and OpenMP's spinning
+    made them three times slower than one after the other (measured)."""
     return subprocess.run(
         [make(), target, f"PYTHON={python}", *settings],
         cwd=project,
         capture_output=True,
         text=True,
         timeout=3000,
-        env=clean_env(),
+        env={"OMP_NUM_THREADS": "1", **clean_env()},
     )
 
 
