@@ -10,8 +10,8 @@ tests/test_chain.py), so the make targets are not run again for it.
 These tests install packages, so they are marked slow; ``-m "not slow"`` skips them.
 
 The reference frameworks' suites train every listed model on the CPU (about half an hour in
-all, each bake on whichever xdist worker is free; one venv per framework stack and worker). They need mmcv
-2.1.0, which compiles for about 30 minutes unless the shared wheelhouse
+all, each bake on whichever xdist worker is free; one venv per framework stack and worker).
+They need mmcv 2.1.0, which compiles for about 30 minutes unless the shared wheelhouse
 (``../shared/wheelhouse`` beside this repository, or ``$MMCV_WHEELHOUSE``) has it.
 """
 
