@@ -498,9 +498,11 @@ def write_coco_export(folder: Path, annotations: int, per_image: int = 10) -> Pa
 
 
 def declared_tasks() -> list[str]:
-    """The tasks of part 3 the executor declares: mining and/or infer, by their templates."""
-    img_man = default_img_man()
-    return [task for task in ("mining", "infer") if (img_man / f"{task}-template.yaml").is_file()]
+    """The tasks of part 3 the executor declares: mining and/or infer."""
+    from {{ cookiecutter.package_name }}.devkit.chain import supported_tasks
+
+    declared = supported_tasks(default_img_man())
+    return [task for task in ("mining", "infer") if task in declared]
 
 
 def make_work_dir(work: Path, count: int, object_type: int, tasks: list[str]) -> None:
@@ -609,7 +611,6 @@ def end_to_end(args: argparse.Namespace, object_type: int, scratch: Path) -> Non
     process.returncode = code  # reaped by wait4: Popen must not wait for it again
     out = work / "out"
     infer_file, mining_file = out / "infer-result.json", out / "result.tsv"
-    mining_lines = count_lines(mining_file) if mining_file.is_file() else 0
     unit = "boxes" if object_type == 2 else "masks"
     print(f"End to end: {' + '.join(tasks)} through the executor, synthetic model")
     print(f"candidates              {count:,}")
@@ -626,6 +627,7 @@ def end_to_end(args: argparse.Namespace, object_type: int, scratch: Path) -> Non
         infer_size = infer_file.stat().st_size if infer_file.is_file() else 0
         print(f"infer-result.json       {infer_size / 1e6:.1f} MB")
     if "mining" in tasks:
+        mining_lines = count_lines(mining_file) if mining_file.is_file() else 0
         print(f"result.tsv lines        {mining_lines:,}")
     if code != 0:
         print((work / "executor.log").read_text(encoding="utf-8", errors="replace")[-3000:])

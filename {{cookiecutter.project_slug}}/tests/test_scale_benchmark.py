@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from {{ cookiecutter.package_name }}.devkit.chain import supported_tasks
+from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
+
 pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -96,11 +99,8 @@ def test_scale_benchmark_prints_every_number(tmp_path: Path, target: str) -> Non
         ("training-index", "new"),
     ]
     # The executor, end to end: the tasks it declares.
-    tasks = [
-        task
-        for task in ("mining", "infer")
-        if (PROJECT / "img-man" / f"{task}-template.yaml").is_file()
-    ]
+    declared = supported_tasks(default_img_man())
+    tasks = [task for task in ("mining", "infer") if task in declared]
     if not tasks:
         assert "End to end: skipped, the executor declares neither" in output
         return
