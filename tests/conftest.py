@@ -106,6 +106,7 @@ def expected_files(
         "devkit/synth.py",
         "devkit/pool.py",
         "devkit/verify.py",
+        "py.typed",
         "tasks/__init__.py",
     ]
     files |= {f"src/{package}/{name}" for name in package_files}
@@ -113,6 +114,7 @@ def expected_files(
         "conftest.py",
         "test_al_loop.py",
         "test_chain.py",
+        "test_context.py",
         "test_dataset.py",
         "test_devkit.py",
         "test_env.py",

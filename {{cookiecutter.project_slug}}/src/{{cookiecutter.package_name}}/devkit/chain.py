@@ -369,7 +369,8 @@ def baseline_package(
     needs ``model=`` instead.
     """
     try:
-        from .. import baseline, evaluation
+        # baseline.py is only in the stub executor (framework=none), hence the ImportError below.
+        from .. import baseline, evaluation  # type: ignore[attr-defined, unused-ignore]
     except ImportError as error:
         raise ValueError(
             "this executor has no training task and no stub baseline: pass a model package "
@@ -390,6 +391,8 @@ def baseline_package(
         seed=seed,
         template={},  # the executor has no training template
     )
+    if data.train_index is None or data.val_index is None:
+        raise ValueError("the synthesized training data has no train / val index")
     train, val = (
         read_split(index, data.class_names, data.config["export_format"], object_type)
         for index in (data.train_index, data.val_index)

@@ -19,10 +19,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..openmmlab.rows import RowFiles
 from . import jobs
+
+if TYPE_CHECKING:
+    from ...contract.context import CandidateContext, InferenceContext, TaskContext
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 _SHARED: dict[str, RowFiles] = {}
 
 
-def settings(ctx: Any) -> dict[str, Any]:
+def settings(ctx: TaskContext) -> dict[str, Any]:
     """The task's prediction settings (typed; built-in defaults when a template lacks a key)."""
     return {
         "batch_size": max(1, int(_param(ctx, "batch_size_per_gpu", 4))),
@@ -39,14 +42,14 @@ def settings(ctx: Any) -> dict[str, Any]:
     }
 
 
-def _param(ctx: Any, name: str, default: Any) -> Any:
+def _param(ctx: TaskContext, name: str, default: Any) -> Any:
     value = ctx.params.get(name, default)
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     return type(default)(value)
 
 
-def share_key(ctx: Any, confidence_threshold: float) -> str:
+def share_key(ctx: CandidateContext, confidence_threshold: float) -> str:
     """What must be equal for mining's masks to be inference's: model files (path, size,
     modification time), classes, candidates and the threshold."""
     digest = hashlib.sha1()
@@ -54,12 +57,12 @@ def share_key(ctx: Any, confidence_threshold: float) -> str:
         stat = Path(path).stat()
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     digest.update(f"{list(ctx.class_names)}\0{confidence_threshold!r}\n".encode())
-    for path in ctx.candidates():
-        digest.update(str(path).encode("utf-8", "surrogateescape") + b"\n")
+    for candidate in ctx.candidates():
+        digest.update(str(candidate).encode("utf-8", "surrogateescape") + b"\n")
     return digest.hexdigest()
 
 
-def share(ctx: Any, rows: RowFiles, confidence_threshold: float) -> None:
+def share(ctx: CandidateContext, rows: RowFiles, confidence_threshold: float) -> None:
     """Keep mining's rows (entries with masks) for the inference task of the same run."""
     for other in _SHARED.values():
         other.remove()
@@ -67,7 +70,7 @@ def share(ctx: Any, rows: RowFiles, confidence_threshold: float) -> None:
     _SHARED[share_key(ctx, confidence_threshold)] = rows
 
 
-def take_shared(ctx: Any, confidence_threshold: float) -> RowFiles | None:
+def take_shared(ctx: CandidateContext, confidence_threshold: float) -> RowFiles | None:
     """Mining's rows for exactly this model, these classes and candidates, if any (rows made
     for anything else are deleted)."""
     rows = _SHARED.pop(share_key(ctx, confidence_threshold), None)
@@ -77,7 +80,7 @@ def take_shared(ctx: Any, confidence_threshold: float) -> RowFiles | None:
     return rows
 
 
-def run(ctx: Any) -> None:
+def run(ctx: InferenceContext) -> None:
     """Predict every candidate and add the masks to ``ctx.results`` (written by the caller)."""
     options = settings(ctx)
     candidates = ctx.candidates()

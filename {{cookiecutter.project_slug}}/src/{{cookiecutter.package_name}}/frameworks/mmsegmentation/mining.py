@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ...contract.errors import ErrorCode, ExecutorError
 from . import inference, jobs
+
+if TYPE_CHECKING:
+    from ...contract.context import MiningContext
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,7 @@ def region_score(uncertainty: torch.Tensor, grid: int = GRID, top: float = TOP_F
     return float(pooled.topk(count).values.mean())
 
 
-def algorithm_name(ctx: Any) -> str:
+def algorithm_name(ctx: MiningContext) -> str:
     name = str(ctx.params.get("mining_algorithm", "margin") or "margin").strip().lower()
     if name not in ALGORITHMS:
         raise ExecutorError(
@@ -77,7 +80,7 @@ def algorithm_name(ctx: Any) -> str:
     return name
 
 
-def run(ctx: Any) -> None:
+def run(ctx: MiningContext) -> None:
     """Score every candidate into ``ctx.results`` (written, sorted, by the caller)."""
     algorithm = algorithm_name(ctx)
     candidates = ctx.candidates()

@@ -28,7 +28,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
@@ -38,6 +38,9 @@ from ..openmmlab import distributed, preflight, weights
 from ..openmmlab.hooks import run_training, train_rank
 from . import config as configs
 from . import data, models
+
+if TYPE_CHECKING:
+    from ...contract.context import TrainingContext
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,7 @@ def _config_error(name: str, what: str, value: Any) -> ExecutorError:
     return ExecutorError(ErrorCode.CONFIG, f"hyper-parameter {name!r} {what}, got {value!r}")
 
 
-def run(ctx: Any) -> None:
+def run(ctx: TrainingContext) -> None:
     """Train the configured model on the task's data and write stages ``best`` / ``last``."""
     options = settings(ctx.params)
     spec = models.get_model(options.model)
@@ -245,7 +248,7 @@ def train_job(payload: dict, channel: distributed.Channel) -> None:
 
 
 def prepare_weights(
-    ctx: Any,
+    ctx: TrainingContext,
     spec: models.ModelSpec,
     cfg: Any,
     labels: data.LabelSet,

@@ -39,7 +39,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -50,6 +50,9 @@ from .checkpoint import save_checkpoint, trusted_load
 from .distributed import Channel
 from .failures import NonFiniteLossError
 from .weights import CONFIG_FILE, WEIGHTS_FILE
+
+if TYPE_CHECKING:
+    from ...contract.context import TrainingContext
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +119,7 @@ def _find(metrics: Mapping[str, Any], key: str) -> float | None:
 
 
 def run_training(
-    ctx: Any,
+    ctx: TrainingContext,
     job: Callable[[dict, Channel], None],
     payload: dict,
     *,
