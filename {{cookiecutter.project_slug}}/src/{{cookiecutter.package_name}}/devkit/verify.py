@@ -1895,9 +1895,9 @@ def _half_written(
         as_given, local = candidates
         mining_file = _output_path(env, "mining_result_file", out_dir, "result.tsv")
         infer_file = _output_path(env, "infer_result_file", out_dir, "infer-result.json")
-        class_names = (
-            config.get("class_names") if isinstance(config.get("class_names"), list) else []
-        )
+        class_names = config.get("class_names")
+        if not isinstance(class_names, list):
+            class_names = []
         results += [
             (
                 mining_file,
@@ -1945,7 +1945,9 @@ def verify_work_dir(
     if error or not isinstance(env, dict):
         return [_finding("WRK001", "{}: {}".format(env_file, error or "not a mapping"))]
     findings: list[Finding] = []
-    inputs = env.get("input") if isinstance(env.get("input"), dict) else {}
+    inputs = env.get("input")
+    if not isinstance(inputs, dict):
+        inputs = {}
     in_root = inputs.get("root_dir")
 
     config_file = _rebase(inputs.get("config_file"), in_root, in_dir) or in_dir / "config.yaml"

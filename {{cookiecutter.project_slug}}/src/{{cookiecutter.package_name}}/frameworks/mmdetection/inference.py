@@ -48,7 +48,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -58,6 +58,9 @@ from ...contract.masks import encode_rle
 from ..openmmlab import distributed
 from ..openmmlab.rows import RowFiles
 from ..openmmlab.weights import CONFIG_FILE, WEIGHTS_FILE
+
+if TYPE_CHECKING:
+    from ...contract.context import CandidateContext, InferenceContext
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +246,7 @@ def _load_checkpoint(weights_file: Path) -> dict:
 def _check_object_type(object_type: int, meta: dict, info: dict, cfg: Any) -> None:
     names = {DETECTION: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
     ymir = cfg.get("ymir") or {}  # what the training's config surgery recorded
-    declarations = (
+    declarations: tuple[tuple[str, Any], ...] = (
         ("checkpoint", meta.get("object_type")),
         ("config", ymir.get("object_type")),
         ("package", info.get("object_type")),
@@ -381,8 +384,8 @@ def _with_contiguous_inputs(forward: Callable, torch: Any) -> Callable:
         return value.contiguous() if torch.is_tensor(value) else value
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        args = [contiguous(value) for value in args]
-        return forward(*args, **{name: contiguous(value) for name, value in kwargs.items()})
+        inputs = [contiguous(value) for value in args]
+        return forward(*inputs, **{name: contiguous(value) for name, value in kwargs.items()})
 
     return wrapped
 
@@ -669,10 +672,12 @@ def to_prediction(detector: Detector, output: BatchOutput, view: int = 0) -> Pre
         )
     ]
     if masks is not None:
+        kept_masks: list = []
         for position, class_index, score in zip(kept.tolist(), class_indices, clipped):
             mask = masks[position]
             if mask.shape == (height, width) and mask.any():
-                prediction.masks.append((encode_rle(mask), class_index, score))
+                kept_masks.append((encode_rle(mask), class_index, score))
+        prediction.masks = kept_masks
     return prediction
 
 
@@ -751,8 +756,8 @@ def share_key(
         stat = Path(path).stat()
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     digest.update(f"{object_type}\0{list(class_names)}\0{score_thr!r}\0{iou_thr!r}\n".encode())
-    for path in candidates:
-        digest.update(str(path).encode("utf-8", "surrogateescape") + b"\n")
+    for candidate in candidates:
+        digest.update(str(candidate).encode("utf-8", "surrogateescape") + b"\n")
     return digest.hexdigest()
 
 
@@ -833,7 +838,7 @@ def package_from_payload(payload: dict) -> Any:
     )
 
 
-def job_payload(ctx: Any, kind: str, *, fp16: bool | None = None) -> dict:
+def job_payload(ctx: CandidateContext, kind: str, *, fp16: bool | None = None) -> dict:
     """What :func:`infer_job` (and mining's job) need from the task context, as JSON."""
     score_thr, iou_thr = thresholds(ctx.params)
     batch_size, workers = loader_settings(ctx.params)
@@ -928,7 +933,9 @@ def infer_job(payload: dict, channel: Any) -> None:
 # --- the task ----------------------------------------------------------------------------------
 
 
-def infer(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -> None:
+def infer(
+    ctx: InferenceContext, *, fp16: bool | None = None, world_size: int | None = None
+) -> None:
     """Predict every candidate with the package's model and fill ``ctx.results``.
 
     ``fp16`` (default: the optional ``fp16`` hyper-parameter, else False) runs the network in
