@@ -24,6 +24,7 @@ expected outcome and stops there.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import time
@@ -369,13 +370,15 @@ def baseline_package(
     needs ``model=`` instead.
     """
     try:
-        # baseline.py is only in the stub executor (framework=none), hence the ImportError below.
-        from .. import baseline, evaluation  # type: ignore[attr-defined, unused-ignore]
+        # baseline.py is only in the stub executor (framework=none): imported by name, so that
+        # the type check of a framework executor does not look for it either.
+        baseline = importlib.import_module("..baseline", __package__)
     except ImportError as error:
         raise ValueError(
             "this executor has no training task and no stub baseline: pass a model package "
             "(chain --model)"
         ) from error
+    from .. import evaluation
     from ..contract.dataset import read_split
     from ..contract.env import load_env
     from ..contract.images import image_size
