@@ -702,6 +702,7 @@ class ShardItems(Sequence):
     def __len__(self) -> int:
         return len(range(self.rank, len(self.candidates), self.world))
 
+    # Only the loader reads it, one position at a time: no slice overload.
     def __getitem__(self, position: int) -> tuple[int, Path]:  # type: ignore[override]
         if not 0 <= position < len(self):
             raise IndexError(position)

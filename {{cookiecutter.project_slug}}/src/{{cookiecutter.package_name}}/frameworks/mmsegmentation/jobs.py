@@ -122,6 +122,7 @@ class _Paths(Sequence):
     def __len__(self) -> int:
         return len(self.indices)
 
+    # Only the loader reads it, one position at a time: no slice overload.
     def __getitem__(self, position: int) -> Path:  # type: ignore[override]
         return Path(self.candidates[self.indices[position]])
 
