@@ -60,7 +60,8 @@ def select_framework(answers, package_dir):
             if (tasks_dir / f"{task}.py").exists():
                 shutil.copyfile(chosen, tasks_dir / f"{task}.py")
         # The framework's hyper-parameter declarations replace the stubs'.
-        shutil.copyfile(tasks_dir / f"_{framework}" / "hyperparams.py", tasks_dir / "hyperparams.py")
+        declarations = tasks_dir / f"_{framework}" / "hyperparams.py"
+        shutil.copyfile(declarations, tasks_dir / "hyperparams.py")
         # The stub baseline model is what the framework replaces.
         remove(package_dir / "baseline.py")
         remove(Path("tests", "test_baseline.py"))

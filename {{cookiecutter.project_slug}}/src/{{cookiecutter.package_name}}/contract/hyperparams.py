@@ -27,13 +27,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .booleans import SPELLINGS, parse_bool
 from .errors import ErrorCode, ExecutorError
+from .object_types import ObjectType
 
 TASKS = ("training", "mining", "infer")
 # When mining and inference run in one task, YMIR's web UI shows and submits the mining
 # template, so its defaults and declarations win: later tasks here take precedence.
 TASK_PRECEDENCE = ("training", "infer", "mining")
-# 2 detection, 3 semantic segmentation, 4 instance segmentation.
-TARGETS = (2, 3, 4)
+TARGETS = tuple(ObjectType)
 # Width of the generated template comments, "# " included.
 COMMENT_WIDTH = 95
 
@@ -378,14 +378,14 @@ PLATFORM_HYPERPARAMETERS: tuple[HyperParameter, ...] = (
         "export_format",
         _DETECTION_FORMATS,
         tasks=("training",),
-        targets=(2,),
+        targets=(ObjectType.DETECTION,),
         help=_EXPORT_FORMAT_HELP,
     ),
     Choice(
         "export_format",
         _SEGMENTATION_FORMATS,
         tasks=("training",),
-        targets=(3, 4),
+        targets=(ObjectType.SEMANTIC_SEGMENTATION, ObjectType.INSTANCE_SEGMENTATION),
         help=_EXPORT_FORMAT_HELP,
     ),
     Text(

@@ -44,8 +44,8 @@ from ..contract.booleans import parse_bool
 from ..contract.env import parse_protocol_version
 from ..contract.errors import ErrorCode, ExecutorError
 from ..contract.images import image_size
+from ..contract.object_types import ObjectType
 from ..contract.params import RESERVED_KEYS, TEMPLATE_FILES
-from ..contract.results import MAIN_METRIC
 from ..contract.tensorboard import EventFileError, event_files, read_scalars
 
 PLATFORM_FATAL = "platform-fatal"
@@ -233,6 +233,8 @@ CHECKS: dict[str, Check] = {
 
 OBJECT_TYPES = (2, 3, 4, 50)
 # Template sub-folders when manifest.yaml lists several object types (controller common_task.py).
+# object_type -> the metric result.yaml must carry (docs/protocol.md#training-result).
+MAIN_METRIC = {int(member): member.main_metric for member in ObjectType}
 TYPE_FOLDERS = {2: "det", 3: "semantic-seg", 4: "instance-seg", 50: "multi-modal"}
 # Stage metrics the platform validates as floats in [0, 1] (ModelStageStorage, 2.5).
 FLOAT_METRICS = ("mAP", "mAR", "mIoU", "mAcc", "maskAP", "boxAP")

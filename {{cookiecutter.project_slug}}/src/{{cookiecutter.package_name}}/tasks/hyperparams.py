@@ -15,9 +15,10 @@ tasks, then run that command (the tests fail until the three agree).
 from __future__ import annotations
 
 from ..contract.hyperparams import Choice, HyperParameter, Integer, Number
+from ..contract.object_types import ObjectType
 
 TRAINING, MINING, INFER = ("training",), ("mining",), ("infer",)
-SEGMENTATION = (3, 4)
+SEGMENTATION = (ObjectType.SEMANTIC_SEGMENTATION, ObjectType.INSTANCE_SEGMENTATION)
 
 HYPERPARAMETERS: tuple[HyperParameter, ...] = (
     Integer(

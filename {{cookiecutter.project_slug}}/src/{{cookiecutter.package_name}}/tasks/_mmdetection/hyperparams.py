@@ -17,11 +17,11 @@ from __future__ import annotations
 import functools
 
 from ..contract.hyperparams import Boolean, Choice, HyperParameter, Integer, Number, Text
+from ..contract.object_types import ObjectType
 from ..frameworks.mmdetection import models
 
 TRAINING, MINING, INFER = ("training",), ("mining",), ("infer",)
 PREDICTING = ("mining", "infer")
-DETECTION, INSTANCE_SEGMENTATION = models.DETECTION, models.INSTANCE_SEGMENTATION
 
 
 def _model_name(object_type: int, name: str) -> str:
@@ -53,8 +53,8 @@ def _workers(tasks: tuple[str, ...], help_text: str) -> HyperParameter:
 
 HYPERPARAMETERS: tuple[HyperParameter, ...] = (
     # training
-    _model(DETECTION),
-    _model(INSTANCE_SEGMENTATION),
+    _model(ObjectType.DETECTION),
+    _model(ObjectType.INSTANCE_SEGMENTATION),
     Integer(
         "epochs",
         minimum=1,
