@@ -2,8 +2,9 @@
 
 The reference is the platform's own: YMIR's controller reads a boolean of the executor config
 (``openpai_enable``) as ``distutils.util.strtobool(str(value))``
-(``ymir/backend/src/ymir_controller/controller/utils/tasks_util.py`` in IndustryEssentials/ymir),
-and the web UI sends every edited boolean back as text such as ``"False"``
+(``TaskBaseInvoker.gen_executor_config_lock_gpus`` in IndustryEssentials/ymir's
+``ymir/backend/src/ymir_controller/controller/invoker/invoker_task_base.py``), and the web UI
+sends every edited boolean back as text such as ``"False"``
 (docs/protocol.md#web-ui-quirks). So the words are strtobool's, in any case: ``y``, ``yes``,
 ``t``, ``true``, ``on``, ``1`` and ``n``, ``no``, ``f``, ``false``, ``off``, ``0``. Two tolerances
 on top: surrounding spaces are ignored, and the numbers 0 and 1 (YAML's ``0`` / ``1.0``) count.
