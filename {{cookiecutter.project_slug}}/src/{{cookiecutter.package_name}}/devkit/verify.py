@@ -40,6 +40,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import yaml
 
+from ..contract.booleans import parse_bool
 from ..contract.env import parse_protocol_version
 from ..contract.errors import ErrorCode, ExecutorError
 from ..contract.images import image_size
@@ -1719,16 +1720,6 @@ def verify_mining(
 # the whole work dir
 
 
-def _flag(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if value is None:
-        return False
-    return None
-
-
 def _read_candidates(index_file: Path | None) -> list[str] | None:
     if index_file is None or not index_file.is_file():
         return None
@@ -1956,7 +1947,11 @@ def verify_work_dir(
         findings.append(_finding("WRK002", "{}: {}".format(config_file, error or "not a mapping")))
         config = {}
 
-    flags = {key: _flag(env.get(key)) for key in ("run_training", "run_mining", "run_infer")}
+    # A missing flag is false, as the executor reads it; anything but a boolean is a finding.
+    flags = {
+        key: False if env.get(key) is None else parse_bool(env.get(key))
+        for key in ("run_training", "run_mining", "run_infer")
+    }
     training, mining, infer = (flags["run_training"], flags["run_mining"], flags["run_infer"])
     if (
         None in flags.values()
