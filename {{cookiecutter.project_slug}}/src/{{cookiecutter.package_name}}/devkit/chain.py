@@ -71,7 +71,7 @@ _LEGACY_STEPS: tuple[tuple[str, str, dict], ...] = (
 _TRAINING_ONLY = ("annotation_format", "num_train", "num_val", "pretrained")
 _CANDIDATES_ONLY = ("num_candidates", "images_dir", "model_stage")
 OBJECT_TYPE_ERROR = 300005
-# Findings only a run can produce (verify.py checks the files; these check the process).
+# Findings only a run can produce (the verifier checks the files; these check the process).
 RUN_TIMEOUT = "RUN001"  # the executor did not finish in time
 RUN_IN_WRITTEN = "RUN002"  # it wrote under in/, which is a read-only mount on the platform
 RUN_HOME_WRITTEN = "RUN003"  # it created HOME (arbitrary uid without a passwd entry)
@@ -500,7 +500,7 @@ def _last_log_line(log_path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# findings: verify.py checks the files, the run adds what only the run can see
+# findings: the verifier checks the files, the run adds what only the run can see
 
 
 def verify_findings(work: Path, expect_success: bool = True) -> list[Finding]:

@@ -53,7 +53,8 @@ import numpy as np
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import distributed
 from ..openmmlab.rows import RowFiles
-from . import inference
+from . import inference, jobs, predictor
+from .detector import Detector, load_config, package_files
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,10 @@ def mine(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -
         return
     if algorithm == "aldd":
         # Checked here, from the config alone, so the refusal comes before any process starts.
-        config_file, _ = inference.package_files(ctx.model)
-        check_aldd_support(str(inference.load_config(config_file).model.get("type", "")))
+        config_file, _ = package_files(ctx.model)
+        check_aldd_support(str(load_config(config_file).model.get("type", "")))
 
-    payload = inference.job_payload(ctx, "mining", fp16=fp16)
+    payload = jobs.job_payload(ctx, "mining", fp16=fp16)
     payload["algorithm"] = algorithm
     # Predictions are kept for inference only when it follows in this process.
     payload["share"] = bool(getattr(ctx.env, "run_infer", False))
@@ -163,11 +164,11 @@ def _mine_random(ctx: Any, candidates: Sequence[Path]) -> None:
     """Random scores; images are decoded (in DataLoader workers) only to rank bad ones last."""
     from torch.utils.data import DataLoader
 
-    dataset = inference.CandidateDataset(
-        inference.ShardItems(inference.candidate_texts(candidates)), pipeline=None
+    dataset = predictor.CandidateDataset(
+        jobs.ShardItems(jobs.candidate_texts(candidates)), pipeline=None
     )
-    workers = inference.loader_settings(ctx.params)[1] * max(1, len(ctx.gpu_ids))
-    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=inference.keep_list)
+    workers = jobs.loader_settings(ctx.params)[1] * max(1, len(ctx.gpu_ids))
+    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=predictor.keep_list)
     # An optional ``random_seed`` hyper-parameter makes orders comparable across tasks.
     seed = str(ctx.params.get("random_seed", None) or ctx.env.task_id)
     done = 0
@@ -199,14 +200,14 @@ def mining_job(payload: dict, channel: Any) -> None:
     inference follows and will reuse it.
     """
     algorithm = payload["algorithm"]
-    items = inference.shard_items(payload["candidates"])
-    detector = inference.job_detector(payload)
+    items = jobs.shard_items(payload["candidates"])
+    detector = jobs.job_detector(payload)
     if algorithm == "aldd":
         check_aldd_support(detector.model_type)
     views = cald_views if algorithm == "cald" else None
     capture = aldd_maps if algorithm == "aldd" else None
     with RowFiles(payload["rows"]).writer(distributed.rank()) as rows:
-        for output in inference.predict_batches(
+        for output in predictor.predict_batches(
             detector,
             items,
             batch_size=payload["batch_size"],
@@ -215,7 +216,7 @@ def mining_job(payload: dict, channel: Any) -> None:
             capture_head=(lambda outputs, position: capture(detector, outputs, position))
             if capture
             else None,
-            progress=inference.progress_reporter(channel, len(items)),
+            progress=jobs.progress_reporter(channel, len(items)),
         ):
             if output.error is not None:
                 score = None
@@ -230,7 +231,7 @@ def mining_job(payload: dict, channel: Any) -> None:
                 score = 0.0  # a degenerate model output must not break the ranking
             shared = None
             if payload["share"]:
-                shared = inference.to_prediction(detector, output).to_json()
+                shared = predictor.to_prediction(detector, output).to_json()
             rows.write(output.index, {"score": score, "prediction": shared})
 
 
@@ -385,7 +386,7 @@ def cald_score(output: Any) -> float:
 # --- ALDD --------------------------------------------------------------------------------------
 
 
-def aldd_maps(detector: inference.Detector, outputs: Any, position: int) -> list:
+def aldd_maps(detector: Detector, outputs: Any, position: int) -> list:
     """One image's per-level class-probability maps (K x H x W) from the dense head's outputs.
 
     RTMDet / RetinaNet: ``sigmoid(cls_score)`` (RetinaNet has a channel per anchor and class);
