@@ -91,6 +91,7 @@ def expected_files(
         "contract/masks.py",
         "contract/models.py",
         "contract/monitor.py",
+        "contract/object_types.py",
         "contract/params.py",
         "contract/results.py",
         "contract/tensorboard.py",

@@ -486,11 +486,18 @@ class FrameworkImage:
     tag: str
     build_log: str
     checkpoints: str  # what MAKE_CHECKPOINTS printed: "<model> <bytes> <format>" per line
+    checkpoints_root: Path  # where the mirror serves them from
 
 
 @pytest.fixture(scope="module")
 def framework_images(engine):
-    """The framework images built so far on this worker (each target's is built once)."""
+    """The framework images built so far on this worker (each target's is built once).
+
+    The weights' BuildKit cache mount outlives builds: it is emptied first, so that files an
+    earlier build left there (same names, other bytes) cannot stand in for the downloads. The
+    targets' files differ, and the code-change test takes its target's from there afterwards.
+    """
+    engine.docker("builder", "prune", "--force", "--filter", "type=exec.cachemount")
     images: dict[str, FrameworkImage] = {}
     try:
         yield images
@@ -542,7 +549,14 @@ def framework_image(
         engine, project, base_image, tag, f"WEIGHTS_BASE_URL={weights_mirror.url}"
     )
     image = FrameworkImage(
-        target, project, package, framework, tag, build_log(completed), made.stdout
+        target,
+        project,
+        package,
+        framework,
+        tag,
+        build_log(completed),
+        made.stdout,
+        weights_mirror.root,
     )
     framework_images[target] = image
     return image
@@ -661,6 +675,67 @@ def test_a_code_change_takes_the_weights_from_the_build_cache(framework_image, e
         assert_only_code_layers_rebuilt(log)
     finally:
         engine.docker("image", "rm", "--force", tag, check=False)
+
+
+@container
+@docker_group
+@pytest.mark.parametrize("framework_image", ["detection"], indirect=True)
+def test_bake_arguments_choose_what_is_baked(framework_image, engine, base_image, tmp_path):
+    """BAKE_MODELS bakes only the models named; a checkpoint in the build context's weights/
+    folder is taken instead of a download (WEIGHTS_BASE_URL points at a closed port here, and
+    the file is made private, as a copy from a private folder would be); BAKE_WEIGHTS=0 bakes
+    nothing. Only build arguments and the weights/ folder differ from the image above."""
+    project = framework_image.project
+    template = project / "img-man" / "training-template.yaml"
+    model = yaml.safe_load(template.read_text(encoding="utf-8"))["model"]
+    file_name = baked_models(framework_image)[model]
+    mirrored = next(weights_mirror_files(framework_image, file_name))
+    context = project / "weights"
+    context.mkdir()
+    shutil.copyfile(mirrored, context / file_name)
+    (context / file_name).chmod(0o600)
+    tag = f"{framework_image.tag}-one-model"
+    try:
+        log = build_log(
+            docker_build(
+                engine,
+                project,
+                base_image,
+                tag,
+                f"BAKE_MODELS={model}",
+                "WEIGHTS_BASE_URL=http://127.0.0.1:9",
+            )
+        )
+        assert f"{model}: /weights/{file_name} (" in log, log[-4000:]
+        assert "from the build context's weights/ folder" in log
+        assert "downloading" not in log
+        assert run_listing(engine, tag, "ls -l /weights") == [f"-rw-r--r-- {file_name}"]
+    finally:
+        shutil.rmtree(context)
+        engine.docker("image", "rm", "--force", tag, check=False)
+    tag = f"{framework_image.tag}-no-weights"
+    try:
+        docker_build(engine, project, base_image, tag, "BAKE_WEIGHTS=0")
+        assert run_listing(engine, tag, "ls -l /weights") == []
+    finally:
+        engine.docker("image", "rm", "--force", tag, check=False)
+
+
+def weights_mirror_files(image: FrameworkImage, file_name: str):
+    """The mirror's copies of ``file_name`` (the checkpoints the image's build downloaded)."""
+    return Path(image.checkpoints_root).rglob(file_name)
+
+
+def run_listing(engine: Engine, image: str, command: str) -> list[str]:
+    """``ls -l`` in a container of ``image`` as the arbitrary uid: "<mode> <name>" per file."""
+    listed = engine.docker(
+        "run", "--rm", "--network", "none", "--user", RUN_USER, image, "bash", "-c", command
+    ).stdout
+    return [
+        f"{parts[0]} {parts[-1]}"
+        for parts in (line.split() for line in listed.splitlines())
+        if parts and parts[0] != "total"
+    ]
 
 
 @container

@@ -1,15 +1,17 @@
 """Generated projects for real, through the make targets their README gives: installed into
 fresh virtual environments (``make install``: pip's editable install for the stubs, the
 project's own scripts/install-cpu-stack.sh for the reference frameworks), their own test suites
-passing (``make test``), and the devkit chain (train -> model package -> infer / mine /
-mine+infer) passing for the modern and the legacy protocol (``make run-local``, one step checked
-again with ``make verify``); ``make benchmark`` runs one tiny benchmark.
+passing (``make test``), and, for the stubs, the devkit chain (train -> model package -> infer /
+mine / mine+infer) passing for the modern and the legacy protocol (``make run-local``, one step
+checked again with ``make verify``); ``make benchmark`` runs one tiny benchmark. A framework
+bake's own suite runs that chain with the real framework for every protocol (its
+tests/test_chain.py), so the make targets are not run again for it.
 
 These tests install packages, so they are marked slow; ``-m "not slow"`` skips them.
 
 The reference frameworks' suites train every listed model on the CPU (about half an hour in
-all, on one xdist worker beside the rest; each bake gets a venv of its own). They need mmcv
-2.1.0, which compiles for about 30 minutes unless the shared wheelhouse
+all, each bake on whichever xdist worker is free; one venv per framework stack and worker).
+They need mmcv 2.1.0, which compiles for about 30 minutes unless the shared wheelhouse
 (``../shared/wheelhouse`` beside this repository, or ``$MMCV_WHEELHOUSE``) has it.
 """
 
@@ -94,10 +96,21 @@ def framework_installs() -> dict:
     return {}
 
 
+@pytest.fixture(scope="module")
+def framework_venvs() -> dict:
+    """One venv per framework stack on this xdist worker: stack -> python."""
+    return {}
+
+
 @pytest.fixture
-def framework_project(request, framework_installs, cookies_session, tmp_path_factory):
-    """``(name, python, project)``: the framework bake the test names, baked and installed
-    into a fresh venv by its ``make install`` (its scripts/install-cpu-stack.sh) on first use."""
+def framework_project(
+    request, framework_installs, framework_venvs, cookies_session, tmp_path_factory
+):
+    """``(name, python, project)``: the framework bake the test names, baked and installed by
+    its ``make install`` (its scripts/install-cpu-stack.sh) on first use. The first bake of a
+    stack installs into a fresh venv; the other bakes of that stack (MMDetection's three) into
+    the same one, where the script finds PyTorch and mmcv installed and adds the package: the
+    fresh install is the one worth its minutes, and test_install_stack.py covers it too."""
     name = request.param
     if name not in framework_installs:
         project = bake(
@@ -107,7 +120,10 @@ def framework_project(request, framework_installs, cookies_session, tmp_path_fac
             framework="auto",
             **FRAMEWORK_BAKES[name],
         )
-        python = new_venv(tmp_path_factory)
+        stack = "mmsegmentation" if name.startswith("mmseg") else "mmdetection"
+        if stack not in framework_venvs:
+            framework_venvs[stack] = new_venv(tmp_path_factory)
+        python = framework_venvs[stack]
         # The stack at hand, offline: PyTorch 2.13.0 (a CPU wheel on this machine's disk, from
         # pip's configured sources) and the wheelhouse's mmcv built for it, instead of the cpu
         # image's stack from PyTorch's and OpenMMLab's indexes (the script's default).
@@ -124,11 +140,11 @@ def framework_project(request, framework_installs, cookies_session, tmp_path_fac
 
 
 def framework_bakes(*names: str) -> list:
-    """Test parameters for the bakes. They all form one xdist group: two framework suites side
-    by side on two cores oversubscribe torch's threads and ran three times slower than one
-    after the other (measured), so they run on one worker while the other does the rest."""
+    """Test parameters for the bakes, each bake an xdist group of its own: the framework suites
+    are the longest part of the slow tier, and one worker alone took them past CI's budget.
+    They run with one torch thread (see :func:`run_make`)."""
     return [
-        pytest.param(name, marks=pytest.mark.xdist_group("framework-projects"))
+        pytest.param(name, marks=pytest.mark.xdist_group(f"framework-{name}"))
         for name in names or sorted(FRAMEWORK_BAKES)
     ]
 
@@ -143,14 +159,18 @@ def clean_env():
 
 
 def run_make(project: Path, target: str, python: Path, *settings: str):
-    """``make <target> PYTHON=<python> <settings>`` in the project; its completed process."""
+    """``make <target> PYTHON=<python> <settings>`` in the project; its completed process.
+
+    One OpenMP thread: two suites side by side (or a suite beside the container tier) with
+    torch's default of a thread per core oversubscribed the two cores, and OpenMP's spinning
+    made them three times slower than one after the other (measured)."""
     return subprocess.run(
         [make(), target, f"PYTHON={python}", *settings],
         cwd=project,
         capture_output=True,
         text=True,
         timeout=3000,
-        env=clean_env(),
+        env={"OMP_NUM_THREADS": "1", **clean_env()},
     )
 
 
@@ -202,16 +222,6 @@ def test_stub_devkit_chain_passes(stub_projects, tmp_path, name, protocol):
 def test_framework_test_suite_passes(framework_project):
     _name, python, project = framework_project
     run_suite(python, project)
-
-
-@pytest.mark.parametrize("protocol", ["1.1.0", "legacy"])
-@pytest.mark.parametrize(
-    "framework_project", framework_bakes("mmdet-det", "mmdet-ins", "mmseg-sem"), indirect=True
-)
-def test_framework_devkit_chain_passes(framework_project, tmp_path, protocol):
-    name, python, project = framework_project
-    target = FRAMEWORK_BAKES[name]["target"]
-    run_chain(python, project, tmp_path / "work", protocol, target)
 
 
 @pytest.mark.parametrize("framework_project", framework_bakes("mmdet-det"), indirect=True)

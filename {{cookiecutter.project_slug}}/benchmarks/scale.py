@@ -497,11 +497,19 @@ def write_coco_export(folder: Path, annotations: int, per_image: int = 10) -> Pa
 # -- part 3: the executor, end to end ---------------------------------------------------------
 
 
-def make_work_dir(work: Path, count: int, object_type: int) -> None:
-    """A devkit mining + inference work dir whose index lists ``count`` hard-linked images."""
+def declared_tasks() -> list[str]:
+    """The tasks of part 3 the executor declares: mining and/or infer."""
+    from {{ cookiecutter.package_name }}.devkit.chain import supported_tasks
+
+    declared = supported_tasks(default_img_man())
+    return [task for task in ("mining", "infer") if task in declared]
+
+
+def make_work_dir(work: Path, count: int, object_type: int, tasks: list[str]) -> None:
+    """A devkit work dir for ``tasks`` whose index lists ``count`` hard-linked images."""
     from {{ cookiecutter.package_name }}.devkit.synth import synthesize
 
-    synthesized = synthesize(work, "mining+infer", object_type, num_candidates=4)
+    synthesized = synthesize(work, "+".join(tasks), object_type, num_candidates=4)
     cache = synthesized.assets_cache
     extension = synthesized.candidates[0].suffix
     sources = link_sources(list(synthesized.candidates), work / "link-sources", count)
@@ -570,10 +578,14 @@ def executor_child(
 
 
 def end_to_end(args: argparse.Namespace, object_type: int, scratch: Path) -> None:
+    tasks = declared_tasks()
+    if not tasks:
+        print("End to end: skipped, the executor declares neither mining nor inference")
+        return
     count = args.e2e
     work = scratch / "e2e"
     started = time.perf_counter()
-    make_work_dir(work, count, object_type)
+    make_work_dir(work, count, object_type, tasks)
     prepared = time.perf_counter() - started
     env = dict(os.environ)
     env["YMIR_ENV_FILE"] = str(work / "in" / "env.yaml")
@@ -599,9 +611,8 @@ def end_to_end(args: argparse.Namespace, object_type: int, scratch: Path) -> Non
     process.returncode = code  # reaped by wait4: Popen must not wait for it again
     out = work / "out"
     infer_file, mining_file = out / "infer-result.json", out / "result.tsv"
-    mining_lines = count_lines(mining_file) if mining_file.is_file() else 0
     unit = "boxes" if object_type == 2 else "masks"
-    print("End to end: mining + inference through the executor, synthetic model")
+    print(f"End to end: {' + '.join(tasks)} through the executor, synthetic model")
     print(f"candidates              {count:,}")
     print(f"{unit} per image         {args.e2e_boxes}")
     print(f"work dir prepared in    {prepared:.1f} s")
@@ -612,9 +623,12 @@ def end_to_end(args: argparse.Namespace, object_type: int, scratch: Path) -> Non
     peak = int(peak_file.read_text()) if peak_file.is_file() else usage.ru_maxrss * 1024
     print(f"executor peak RSS       {peak / 1e6:.0f} MB")
     print(f"peak RSS per candidate  {peak / count:.0f} B")
-    infer_size = infer_file.stat().st_size if infer_file.is_file() else 0
-    print(f"infer-result.json       {infer_size / 1e6:.1f} MB")
-    print(f"result.tsv lines        {mining_lines:,}")
+    if "infer" in tasks:
+        infer_size = infer_file.stat().st_size if infer_file.is_file() else 0
+        print(f"infer-result.json       {infer_size / 1e6:.1f} MB")
+    if "mining" in tasks:
+        mining_lines = count_lines(mining_file) if mining_file.is_file() else 0
+        print(f"result.tsv lines        {mining_lines:,}")
     if code != 0:
         print((work / "executor.log").read_text(encoding="utf-8", errors="replace")[-3000:])
         raise SystemExit("the executor failed")

@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "{{ cookiecutter.package_name }}"
 VARIANTS = {{ cookiecutter.__variants.split(',')|tojson }}
+CUDA_VARIANTS = [variant for variant in VARIANTS if variant != "cpu"]
 MMCV = "{{ cookiecutter._openmmlab_stack.mmcv }}"
 FRAMEWORK = "{{ 'mmdet' if cookiecutter.__framework == 'mmdetection' else 'mmsegmentation' }}"
 # What the host stack is pinned to: the versions the images install (the template's matrix).
@@ -122,7 +123,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="scripts/gpu_check.py", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--mode", choices=("auto", "container", "host"), default="auto")
-    parser.add_argument("--variant", default=VARIANTS[0], help=f"one of {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variant",
+        default=CUDA_VARIANTS[0] if CUDA_VARIANTS else None,
+        help=f"the image to check in container mode, one of {', '.join(CUDA_VARIANTS) or '(none)'}",
+    )
     parser.add_argument("--image", help="the tag to build and run (make passes the variant's)")
     parser.add_argument("--gpu", type=int, default=0, help="the host GPU to use (default 0)")
     parser.add_argument(
@@ -143,10 +148,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-benchmark", action="store_true")
     parser.add_argument("--plan", action="store_true", help="show what would run, run nothing")
     args = parser.parse_args(argv)
-    if args.variant not in VARIANTS:
-        parser.error(f"--variant must be one of {', '.join(VARIANTS)}, got {args.variant!r}")
     if args.variant == "cpu" and args.mode != "host":
         parser.error("--variant cpu has no GPU: pick a CUDA variant")
+    if args.variant is None:
+        # A CPU-only project (cuda_variants=cpu) has no image to check on a GPU.
+        if args.mode == "container":
+            parser.error("this project builds no CUDA image (cuda_variants=cpu): use --mode host")
+        args.mode = "host"
+    elif args.variant not in VARIANTS:
+        parser.error(f"--variant must be one of {', '.join(VARIANTS)}, got {args.variant!r}")
     if args.gpu < 0:
         parser.error(f"--gpu must be a GPU index (0, 1, ...), got {args.gpu}")
     if args.wheelhouse is not None and not args.wheelhouse.is_dir():
@@ -154,7 +164,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for item in args.build_arg:
         if "=" not in item:
             parser.error(f"--build-arg takes KEY=VALUE, got {item!r}")
-    args.image = args.image or f"ymir-gpu-check:{args.variant}"
+    args.image = args.image or f"ymir-gpu-check:{args.variant or 'host'}"
     return args
 
 

@@ -46,8 +46,14 @@ GOOD_INSTALLED = {"setuptools": "80.9.0", **gpu_check.PINNED}
 
 def test_arguments_and_their_errors(capsys, tmp_path: Path) -> None:
     args = gpu_check.parse_args([])
-    assert (args.mode, args.variant, args.gpu) == ("auto", gpu_check.VARIANTS[0], 0)
-    assert args.image == f"ymir-gpu-check:{args.variant}" and args.wheelhouse is None
+    if gpu_check.CUDA_VARIANTS:
+        assert (args.mode, args.variant, args.gpu) == ("auto", gpu_check.CUDA_VARIANTS[0], 0)
+        assert args.image == f"ymir-gpu-check:{args.variant}" and args.wheelhouse is None
+    else:  # cuda_variants=cpu: nothing to build, the host stack is what gets checked
+        assert (args.mode, args.variant, args.gpu) == ("host", None, 0)
+        with pytest.raises(SystemExit):
+            gpu_check.parse_args(["--mode", "container"])
+        assert "builds no CUDA image" in capsys.readouterr().err
     args = gpu_check.parse_args(["--gpu", "3", "--build-arg", "MMCV_WHEEL=build", "--plan"])
     assert args.gpu == 3 and args.build_arg == ["MMCV_WHEEL=build"] and args.plan
     for bad, message in [
@@ -288,7 +294,9 @@ def run_script(env: dict, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_plan_of_the_container_mode(fake_tools: dict, tmp_path: Path) -> None:
-    variant = next(v for v in gpu_check.VARIANTS if v != "cpu")
+    if not gpu_check.CUDA_VARIANTS:
+        pytest.skip("this project builds no CUDA image (cuda_variants=cpu)")
+    variant = gpu_check.CUDA_VARIANTS[0]
     done = run_script(
         fake_tools, "--plan", "--variant", variant, "--image", "me/exec:gpu", "--gpu", "1",
         "--build-arg", "MMCV_WHEEL=build", "--work", str(tmp_path / "work"),

@@ -13,6 +13,8 @@ import importlib
 import logging
 import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -248,6 +250,47 @@ def test_models_command_line_bakes_through_the_mirror(
     assert len(captured.err.strip().splitlines()) == 1
     assert models.main([*argv[:2], "--models", "no_such_model"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_models_command_line_lists_the_models_of_a_target(capsys) -> None:
+    """``--list`` (also without ``--download``) prints every offered model once, with its
+    config; MMDetection's ``--object-type`` keeps one target's and refuses a model of the other."""
+    models = importlib.import_module(f"{weights.__package__.rsplit('.', 1)[0]}.{FRAMEWORK}.models")
+    for argv in (["--list"], []):
+        assert models.main(argv) == 0
+        listed = capsys.readouterr().out.splitlines()
+        assert len(listed) == len(models.MODELS)
+        for spec in models.MODELS.values():
+            (line,) = [line for line in listed if line.startswith(spec.name)]
+            assert spec.config in line
+    if FRAMEWORK != "mmdetection":
+        return
+    for object_type, other in ((2, 4), (4, 2)):
+        assert models.main(["--list", "--object-type", str(object_type)]) == 0
+        listed = capsys.readouterr().out.splitlines()
+        assert {line.split()[0] for line in listed} == {
+            spec.name for spec in models.models_for(object_type)
+        }
+        foreign = models.models_for(other)[0].name
+        argv = ["--download", "unused", "--object-type", str(object_type), "--models", foreign]
+        assert models.main(argv) == 2
+        assert "this executor does" in capsys.readouterr().err
+
+
+def test_models_command_line_needs_only_the_standard_library() -> None:
+    """The Dockerfile's weights stage runs it with the base image's bare python3: no PyYAML,
+    numpy or torch there. ``-S`` leaves site-packages out, as that stage has none."""
+    package = weights.__package__.rsplit(".", 2)[0]
+    source = Path(importlib.import_module(package).__file__).parents[1]
+    completed = subprocess.run(
+        [sys.executable, "-S", "-m", f"{package}.frameworks.{FRAMEWORK}.models", "--list"],
+        env={**os.environ, "PYTHONPATH": str(source)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip(), completed.stderr
 
 
 def test_baked_weights_location(tmp_path: Path, monkeypatch) -> None:

@@ -14,8 +14,8 @@ from PIL import Image
 
 from {{ cookiecutter.package_name }}.contract.env import OutputPaths
 from {{ cookiecutter.package_name }}.contract.masks import decode_rle, encode_rle
+from {{ cookiecutter.package_name }}.contract.object_types import ObjectType
 from {{ cookiecutter.package_name }}.contract.results import (
-    MAIN_METRIC,
     DetectionResult,
     MiningResult,
     SegmentationResult,
@@ -72,8 +72,24 @@ def images(root: Path, sizes=((40, 30), (20, 10), (16, 16))) -> list:
 # -- TrainingResult -----------------------------------------------------------------------
 
 
-def test_main_metrics():
-    assert dict([(2, "mAP"), (3, "mIoU"), (4, "maskAP")]) == MAIN_METRIC
+def test_object_types():
+    assert {member: member.main_metric for member in ObjectType} == {
+        2: "mAP",
+        3: "mIoU",
+        4: "maskAP",
+    }
+    assert [member.title for member in ObjectType] == [
+        "detection",
+        "semantic segmentation",
+        "instance segmentation",
+    ]
+    assert [member.result_format for member in ObjectType] == ["boxes", "coco-rle", "coco-rle"]
+    # The platform's integer wherever it is written, on every Python version.
+    assert str(ObjectType.INSTANCE_SEGMENTATION) == f"{ObjectType.INSTANCE_SEGMENTATION}" == "4"
+    assert json.dumps({"object_type": ObjectType.DETECTION}) == '{"object_type": 2}'
+    assert ObjectType.names() == (
+        "2 (detection), 3 (semantic segmentation) or 4 (instance segmentation)"
+    )
 
 
 def test_modern_result_yaml(out):
@@ -114,7 +130,8 @@ def test_segmentation_stages_always_carry_map(out, object_type):
     stage = result(out)["model_stages"]["last"]
     # YMIR 2.0 requires mAP in every stage: box AP for instance seg, 0.0 for semantic seg.
     assert stage["mAP"] == (0.0 if object_type == 3 else 0.35)
-    assert result(out)[MAIN_METRIC[object_type]] == metrics[MAIN_METRIC[object_type]]
+    main = ObjectType(object_type).main_metric
+    assert result(out)[main] == metrics[main]
     assert result(out)["object_type"] == object_type
 
 

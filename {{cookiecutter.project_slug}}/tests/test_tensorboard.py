@@ -11,7 +11,7 @@ import yaml
 
 from conftest import FRAMEWORK, OBJECT_TYPE, QUICK_PARAMS, requires
 from {{ cookiecutter.package_name }}.__main__ import main
-from {{ cookiecutter.package_name }}.contract.results import MAIN_METRIC
+from {{ cookiecutter.package_name }}.contract.object_types import ObjectType
 from {{ cookiecutter.package_name }}.contract.tensorboard import (
     EventFileError,
     ScalarWriter,
@@ -94,7 +94,7 @@ def test_training_draws_its_curves(tmp_path: Path, capsys):
     env = yaml.safe_load((work / "in" / "env.yaml").read_text(encoding="utf-8"))
     scalars = read_scalars(env["output"]["tensorboard_dir"])
     if FRAMEWORK == "none":
-        metric = MAIN_METRIC[OBJECT_TYPE]
+        metric = ObjectType(OBJECT_TYPE).main_metric
         progress = [value for _step, value in scalars["train/fit_progress"]]
         assert progress == sorted(progress) and progress[-1] == 1.0
         assert 2 <= len(progress) <= 21

@@ -23,6 +23,7 @@ from .contract import env as env_module
 from .contract import params as params_module
 from .contract.errors import ErrorCode, ExecutorError
 from .contract.monitor import Monitor
+from .contract.object_types import ObjectType
 
 log = logging.getLogger(__package__)
 
@@ -51,18 +52,18 @@ def task_function(task: str) -> Callable[[context.TaskContext], None]:
     return getattr(module, TASK_FUNCTIONS[task])
 
 
-def check_object_type(env: env_module.Env, config: dict, object_type: int) -> None:
+def check_object_type(env: env_module.Env, config: dict, object_type: ObjectType) -> None:
     requested = config.get("object_type")
     if requested not in (None, "") and str(requested) != str(object_type):
         raise ExecutorError(
             ErrorCode.OBJECT_TYPE,
             f"the task asks for object_type {requested}, this executor does "
-            f"{context.TARGET_NAMES.get(object_type, object_type)} (object_type {object_type})",
+            f"{object_type.title} (object_type {object_type})",
         )
-    if env.legacy and object_type != 2:
+    if env.legacy and object_type != ObjectType.DETECTION:
         raise ExecutorError(
             ErrorCode.OBJECT_TYPE,
-            f"{context.TARGET_NAMES[object_type]} requires YMIR >= 2.1; this platform speaks the "
+            f"{object_type.title} requires YMIR >= 2.1; this platform speaks the "
             "legacy protocol (env.yaml has no protocol_version) and supports detection only",
         )
 

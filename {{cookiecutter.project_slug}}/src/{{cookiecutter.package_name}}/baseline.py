@@ -37,6 +37,7 @@ from PIL import Image
 from .contract.atomic import write_text_atomic
 from .contract.errors import ErrorCode, ExecutorError
 from .contract.images import image_size
+from .contract.object_types import ObjectType
 
 if TYPE_CHECKING:
     from .contract.dataset import DatasetItem
@@ -55,8 +56,6 @@ MASK_THRESHOLD = 0.5
 
 MINING_ALGORITHMS = ("image_entropy", "random")
 
-DETECTION, SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION = 2, 3, 4
-_OBJECT_TYPES = (DETECTION, SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION)
 
 # Pillow >= 9.1 moved the filters into Image.Resampling; older versions only have the constants.
 _RESAMPLING = getattr(Image, "Resampling", Image)
@@ -84,7 +83,7 @@ def fit(
             ErrorCode.CONFIG,
             f"mask_grid_size must be between 1 and {MAX_MASK_GRID_SIZE}, got {mask_grid_size}",
         )
-    segmentation = object_type != DETECTION
+    segmentation = object_type != ObjectType.DETECTION
     images_with = np.zeros(num_classes, dtype=np.int64)
     boxes: list[list[list[float]]] = [[] for _ in range(num_classes)]
     mask_sums = np.zeros((num_classes, mask_grid_size, mask_grid_size), dtype=np.float64)
@@ -154,7 +153,7 @@ def _item_size(item: DatasetItem) -> tuple | None:
 
 def _mask_grids(item: DatasetItem, object_type: int, grid_size: int, width: int, height: int):
     """(class_id, coverage grid) pairs of one item, in the frame the model learns them in."""
-    if object_type == SEMANTIC_SEGMENTATION:
+    if object_type == ObjectType.SEMANTIC_SEGMENTATION:
         # One union mask per class and image: the class's typical extent in the image.
         unions: dict[int, np.ndarray] = {}
         for annotation in item.annotations:
@@ -214,17 +213,18 @@ def predict(
         if entry["frequency"] > 0 and entry["box"] is not None
     )
     predictions: list[tuple] = []
-    taken = np.zeros((height, width), dtype=bool) if model_type == SEMANTIC_SEGMENTATION else None
+    semantic = model_type == ObjectType.SEMANTIC_SEGMENTATION
+    taken = np.zeros((height, width), dtype=bool) if semantic else None
     for negative_frequency, class_id in ranked:
         entry = model["classes"][class_id]
         score = float(-negative_frequency)
         x, y, w, h = _pixel_box(entry["box"], width, height)
-        if model_type == DETECTION:
+        if model_type == ObjectType.DETECTION:
             predictions.append((x, y, w, h, class_id, score))
             continue
         mask = np.zeros((height, width), dtype=bool)
         grid = _thresholded(entry.get("mask"))
-        if model_type == SEMANTIC_SEGMENTATION:
+        if model_type == ObjectType.SEMANTIC_SEGMENTATION:
             if grid is not None:
                 mask = _resize_bool(grid, width, height)
         elif grid is not None:
@@ -359,7 +359,7 @@ def _model_problem(model: Any) -> str | None:
     for key in ("object_type", "num_classes", "mask_grid_size", "classes"):
         if key not in model:
             return f"missing key {key!r}"
-    if model["object_type"] not in _OBJECT_TYPES:
+    if model["object_type"] not in {member.value for member in ObjectType}:
         return "unknown object_type {!r}".format(model["object_type"])
     classes = model["classes"]
     if not isinstance(classes, list) or len(classes) != model["num_classes"]:
@@ -378,7 +378,7 @@ def _model_problem(model: Any) -> str | None:
             isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)
         ):
             return f"{where}: box must be 4 numbers or null"
-        if model["object_type"] != DETECTION:
+        if model["object_type"] != ObjectType.DETECTION:
             mask = entry.get("mask")
             if mask is not None and not _is_grid(mask, grid_size):
                 return f"{where}: mask must be a {grid_size}x{grid_size} grid or null"
@@ -405,8 +405,8 @@ def _is_grid(grid: Any, size: Any) -> bool:
 
 
 def _check_object_type(object_type: int) -> None:
-    if object_type not in _OBJECT_TYPES:
-        raise ValueError(f"object_type must be one of {_OBJECT_TYPES}, got {object_type}")
+    if object_type not in {member.value for member in ObjectType}:
+        raise ValueError(f"object_type must be {ObjectType.names()}, got {object_type}")
 
 
 def _round(value: Any) -> float:

@@ -28,6 +28,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .contract.images import image_size
+from .contract.object_types import ObjectType
 
 if TYPE_CHECKING:
     from .contract.dataset import DatasetItem
@@ -172,11 +173,11 @@ def evaluate_predictions(
     Detection: ``(x, y, w, h, class_id, score)``; segmentation: ``(mask, class_id, score)``
     (semantic masks are merged into a label map, later masks winning where they overlap).
     """
-    if object_type == 2:
+    if object_type == ObjectType.DETECTION:
         return evaluate_detection(gt, predictions, num_classes)
-    if object_type == 4:
+    if object_type == ObjectType.INSTANCE_SEGMENTATION:
         return evaluate_instance_masks(gt, predictions, num_classes)
-    if object_type == 3:
+    if object_type == ObjectType.SEMANTIC_SEGMENTATION:
         label_maps = {}
         for image, masks in predictions.items():
             if masks:  # no masks = no prediction, which a missing entry already means

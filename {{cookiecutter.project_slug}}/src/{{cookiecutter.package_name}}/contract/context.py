@@ -19,12 +19,12 @@ from . import dataset, images, models, tensorboard
 from .candidates import CandidateList
 from .env import Env
 from .errors import ErrorCode, ExecutorError
+from .object_types import ObjectType
 from .params import Params
 from .results import DetectionResult, MiningResult, SegmentationResult, TrainingResult
 
 log = logging.getLogger(__name__)
 
-TARGET_NAMES = {2: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
 TASKS = ("training", "mining", "infer")
 
 
@@ -203,6 +203,6 @@ def result_writer(
         return TrainingResult(env.output, object_type, env.legacy)
     if task == "mining":
         return MiningResult(env.output, candidates())
-    if object_type == 2:
+    if object_type == ObjectType.DETECTION:
         return DetectionResult(env.output, candidates(), list(class_names), env.legacy)
     return SegmentationResult(env.output, candidates(), list(class_names), object_type)

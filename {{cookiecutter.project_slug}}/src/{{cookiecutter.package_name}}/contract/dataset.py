@@ -42,15 +42,15 @@ import numpy as np
 from . import candidates, images, masks
 from .candidates import CandidateList
 from .errors import ErrorCode, ExecutorError
+from .object_types import ObjectType
 
 log = logging.getLogger(__name__)
 
-DETECTION, SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION = 2, 3, 4
-SEGMENTATION_TYPES = (SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION)
+SEGMENTATION_TYPES = (ObjectType.SEMANTIC_SEGMENTATION, ObjectType.INSTANCE_SEGMENTATION)
 
 # Annotation part of ``export_format`` accepted per object type -> the reader that parses it.
 EXPORT_FORMATS: dict[int, dict[str, str]] = {
-    DETECTION: {
+    ObjectType.DETECTION: {
         "ark": "ark",
         "det-ark": "ark",
         "voc": "voc",
@@ -58,8 +58,8 @@ EXPORT_FORMATS: dict[int, dict[str, str]] = {
         "coco": "coco",
         "seg-coco": "coco",
     },
-    SEMANTIC_SEGMENTATION: {"seg-coco": "coco", "coco": "coco"},
-    INSTANCE_SEGMENTATION: {"seg-coco": "coco", "coco": "coco"},
+    ObjectType.SEMANTIC_SEGMENTATION: {"seg-coco": "coco", "coco": "coco"},
+    ObjectType.INSTANCE_SEGMENTATION: {"seg-coco": "coco", "coco": "coco"},
 }
 # What YMIR 2.x exports when ``export_format`` is empty or missing (``exporter.parse_export_type``).
 PLATFORM_DEFAULT_FORMAT = "voc:raw"

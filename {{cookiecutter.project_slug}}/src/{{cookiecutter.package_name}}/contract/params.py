@@ -22,6 +22,7 @@ import yaml
 
 from .env import Env, parse_bool
 from .errors import ErrorCode, ExecutorError
+from .object_types import ObjectType
 
 TEMPLATE_FILES = {
     "training": "training-template.yaml",
@@ -62,8 +63,7 @@ IMAGE_IMG_MAN = Path("/img-man")
 
 # The manifest's object_type when the file or key is absent: what YMIR assumes
 # (docs/protocol.md#manifest).
-DEFAULT_OBJECT_TYPE = 2
-SUPPORTED_OBJECT_TYPES = {2: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
+DEFAULT_OBJECT_TYPE = ObjectType.DETECTION
 
 
 def find_img_man(env: Env) -> Path:
@@ -109,8 +109,8 @@ def load_manifest(img_man: Path) -> dict:
     return data
 
 
-def manifest_object_type(img_man: Path) -> int:
-    """The target this executor was built for: 2 detection, 3 / 4 semantic / instance seg."""
+def manifest_object_type(img_man: Path) -> ObjectType:
+    """The target this executor was built for (``object_type`` of ``manifest.yaml``)."""
     path = Path(img_man) / MANIFEST_FILE
     value = load_manifest(img_man).get("object_type")
     if value is None:
@@ -122,16 +122,14 @@ def manifest_object_type(img_man: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ExecutorError(
             ErrorCode.CONFIG,
-            f"{path}: object_type must be one integer (2 detection, 3 semantic segmentation, "
-            f"4 instance segmentation), got {value!r}",
+            f"{path}: object_type must be one integer, {ObjectType.names()}, got {value!r}",
         )
-    if value not in SUPPORTED_OBJECT_TYPES:
+    if value not in {member.value for member in ObjectType}:
         raise ExecutorError(
             ErrorCode.OBJECT_TYPE,
-            f"{path}: object_type {value} is not supported; use 2 (detection), "
-            f"3 (semantic segmentation) or 4 (instance segmentation)",
+            f"{path}: object_type {value} is not supported; use {ObjectType.names()}",
         )
-    return value
+    return ObjectType(value)
 
 
 def load_template(img_man: Path, task: str) -> dict | None:

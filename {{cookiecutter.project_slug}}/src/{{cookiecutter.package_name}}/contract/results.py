@@ -47,13 +47,13 @@ from .masks import (
     runs_bbox,
     runs_to_rle,
 )
+from .object_types import ObjectType
 
 if TYPE_CHECKING:
     from .env import OutputPaths
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-MAIN_METRIC = {2: "mAP", 3: "mIoU", 4: "maskAP"}
 
 # Stage fields the platform reads as counts (ints >= 0), not as [0, 1] metrics.
 COUNT_METRICS = frozenset({"tp", "fp", "fn"})
@@ -179,19 +179,19 @@ class TrainingResult:
         legacy: bool,
         max_stages: int = DEFAULT_MAX_STAGES,
     ) -> None:
-        if object_type not in MAIN_METRIC:
-            raise ValueError(f"object_type must be 2, 3 or 4, got {object_type!r}")
-        if legacy and object_type != 2:
+        if object_type not in {member.value for member in ObjectType}:
+            raise ValueError(f"object_type must be {ObjectType.names()}, got {object_type!r}")
+        if legacy and object_type != ObjectType.DETECTION:
             raise ValueError("the legacy protocol (YMIR 1.1) supports detection only")
         if isinstance(max_stages, bool) or not isinstance(max_stages, int) or max_stages < 1:
             raise ValueError(f"max_stages must be a positive integer, got {max_stages!r}")
         self.output = output
-        self.object_type = int(object_type)
+        self.object_type = ObjectType(object_type)
         self.legacy = bool(legacy)
         self.max_stages = max_stages
         self.result_file = Path(output.training_result_file)
         self.models_dir = Path(output.models_dir)
-        self.main_metric = MAIN_METRIC[self.object_type]
+        self.main_metric = self.object_type.main_metric
         self._stages: dict[str, dict[str, Any]] = {}
         self._order: dict[str, int] = {}
         self._counter = 0
@@ -228,7 +228,7 @@ class TrainingResult:
                 (absolute paths inside ``models_dir`` are accepted and made relative). They
                 must exist and must not be symlinks. Legacy: directly inside ``models_dir``.
             metrics: floats in [0, 1] (numpy/torch scalars are converted); must include the
-                target's main metric (``MAIN_METRIC``). ``tp``/``fp``/``fn`` are counts.
+                target's main metric (``ObjectType.main_metric``). ``tp``/``fp``/``fn`` are counts.
             timestamp: seconds since the epoch (default: now).
             evaluate_config: ``{name: float}`` stored with the model (e.g. ``conf_thr``).
 
@@ -351,7 +351,8 @@ class TrainingResult:
                 f"metrics must include {self.main_metric!r}, the main metric of this target"
             )
         if "mAP" not in checked:
-            checked["mAP"] = checked.get("boxAP", 0.0) if self.object_type == 4 else 0.0
+            instance = self.object_type is ObjectType.INSTANCE_SEGMENTATION
+            checked["mAP"] = checked.get("boxAP", 0.0) if instance else 0.0
         # mAP first: it is the one field every platform version reads.
         ordered = {"mAP": checked.pop("mAP")}
         ordered.update(checked)
@@ -425,7 +426,7 @@ class TrainingResult:
         if evaluate:
             document["evaluate_config"] = dict(evaluate)
         # Read by YMIR 2.1 to 2.3 (model type), ignored by 2.4+.
-        document["object_type"] = self.object_type
+        document["object_type"] = int(self.object_type)
         return document
 
 
@@ -749,11 +750,11 @@ class SegmentationResult:
         class_names: Sequence[str],
         object_type: int,
     ) -> None:
-        if object_type not in (3, 4):
+        if object_type not in (ObjectType.SEMANTIC_SEGMENTATION, ObjectType.INSTANCE_SEGMENTATION):
             raise ValueError(f"object_type must be 3 or 4, got {object_type!r}")
         self.output = output
         self.result_file = Path(output.infer_result_file)
-        self.object_type = int(object_type)
+        self.object_type = ObjectType(object_type)
         self._candidates = _unique_names(candidates)
         self._names, self._lookup = _normalise_class_names(class_names)
         count = len(self._candidates)
@@ -814,7 +815,7 @@ class SegmentationResult:
                 ) from None
             mask = self._mask(mask_spec, width_i, height_i)
             class_index = _class_index(label, self._names, self._lookup)
-            if self.object_type == 4:
+            if self.object_type is ObjectType.INSTANCE_SEGMENTATION:
                 if score is None:
                     raise ValueError("instance segmentation needs a score for every mask")
                 confidence = _unit_float(score, "score")
@@ -827,7 +828,7 @@ class SegmentationResult:
         if not items:
             return
         earlier = self._spool.get(index)
-        if self.object_type == 3:
+        if self.object_type is ObjectType.SEMANTIC_SEGMENTATION:
             lines = self._semantic_lines(items, earlier, height_i, width_i)
         else:
             lines = [] if earlier is None else [earlier.decode("ascii")]

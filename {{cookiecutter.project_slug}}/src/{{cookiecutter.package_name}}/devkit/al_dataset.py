@@ -29,10 +29,11 @@ import yaml
 
 from ..contract import masks
 from ..contract.dataset import Annotation, DatasetItem
+from ..contract.object_types import ObjectType
 from . import synth
 
 PROTOCOL = "1.1.0"
-SEGMENTATION_TYPES = (3, 4)
+SEGMENTATION_TYPES = (ObjectType.SEMANTIC_SEGMENTATION, ObjectType.INSTANCE_SEGMENTATION)
 # The split of the held-out validation set does not depend on the experiment's seeds: every
 # seed is measured on the same images.
 VALIDATION_SEED = 0

@@ -24,10 +24,15 @@ import numpy as np
 from .. import evaluation
 from ..contract import masks
 from ..contract.dataset import DatasetItem
+from ..contract.object_types import ObjectType
 from .al_dataset import SEGMENTATION_TYPES, LabelledDataset, object_box, object_mask
 
 # object_type -> (main metric, the metric at IoU 0.5)
-METRICS = {2: ("mAP", "mAP_50"), 3: ("mIoU", "mIoU"), 4: ("maskAP", "maskAP_50")}
+METRICS = {
+    ObjectType.DETECTION: ("mAP", "mAP_50"),
+    ObjectType.SEMANTIC_SEGMENTATION: ("mIoU", "mIoU"),
+    ObjectType.INSTANCE_SEGMENTATION: ("maskAP", "maskAP_50"),
+}
 # A ground-truth object counts as found when a prediction of its class overlaps it this much.
 FOUND_IOU = 0.5
 
@@ -40,7 +45,7 @@ def read_predictions(
     data = json.loads(Path(result_file).read_text(encoding="utf-8"))
     lookup = {name.strip().lower(): index for index, name in enumerate(class_names)}
     predictions: dict[str, list[tuple]] = {}
-    if object_type == 2:
+    if object_type == ObjectType.DETECTION:
         for key, entry in data["detection"].items():
             boxes = []
             for box in entry.get("boxes") or entry.get("annotations") or []:

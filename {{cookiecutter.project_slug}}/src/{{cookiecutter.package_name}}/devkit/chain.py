@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract.errors import ExecutorError
+from ..contract.object_types import ObjectType
 from . import synth as synth_module
 from .run import (
     DEFAULT_DOCKER,
@@ -219,7 +220,7 @@ def chain(
     training_options = {k: v for k, v in synth_options.items() if k in _TRAINING_ONLY}
     candidate_options = {k: v for k, v in synth_options.items() if k in _CANDIDATES_ONLY}
     # YMIR 1.1 had no segmentation: the executor's first task must refuse with 300005
-    expect_refusal = protocol == "legacy" and object_type in (3, 4)
+    expect_refusal = protocol == "legacy" and ObjectType(object_type).segmentation
 
     tar = base / MODEL_TAR
     if "training" in tasks and model is None:
@@ -378,7 +379,7 @@ def baseline_package(
     from ..contract.env import load_env
     from ..contract.images import image_size
     from ..contract.models import pack_model
-    from ..contract.results import MAIN_METRIC, TrainingResult
+    from ..contract.results import TrainingResult
 
     data = synth_module.synthesize(
         base / "baseline-data",
@@ -402,7 +403,7 @@ def baseline_package(
     stage = "baseline"
     output = load_env(data.env_file).output
     baseline.save(model, output.models_dir / stage / baseline.MODEL_FILE)
-    main_metric = MAIN_METRIC[object_type]
+    main_metric = ObjectType(object_type).main_metric
     TrainingResult(output, object_type, legacy=False).add_stage(
         stage, [baseline.MODEL_FILE], {main_metric: metrics[main_metric]}
     )

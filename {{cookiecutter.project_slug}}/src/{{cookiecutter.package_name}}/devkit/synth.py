@@ -48,6 +48,8 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
+from ..contract.object_types import ObjectType
+
 logger = logging.getLogger(__name__)
 
 TASKS = ("training", "mining", "infer", "mining+infer")
@@ -197,8 +199,9 @@ def synthesize(
     """
     if task not in TASKS:
         raise ValueError("task must be one of {}, got {!r}".format(", ".join(TASKS), task))
-    if object_type not in (2, 3, 4):
-        raise ValueError(f"object_type must be 2, 3 or 4, got {object_type!r}")
+    if object_type not in {member.value for member in ObjectType}:
+        raise ValueError(f"object_type must be {ObjectType.names()}, got {object_type!r}")
+    object_type = int(object_type)  # written into YAML as the platform does: a plain integer
     if platform is not None:
         if platform not in PLATFORMS:
             raise ValueError(
@@ -656,10 +659,11 @@ def _training_format(
     if not fmt:
         fmt = str(template.get("export_format") or "").split(":")[0] or None
     if not fmt:
-        fmt = "ark" if object_type == 2 else "seg-coco"
+        fmt = "ark" if object_type == ObjectType.DETECTION else "seg-coco"
     fmt = _ALIASES.get(fmt, fmt)
     # Detection data exported as COCO has boxes only, whichever COCO name was asked for.
-    allowed = ("ark", "voc", "coco", "seg-coco") if object_type == 2 else ("seg-coco", "coco")
+    detection = object_type == ObjectType.DETECTION
+    allowed = ("ark", "voc", "coco", "seg-coco") if detection else ("seg-coco", "coco")
     if fmt not in allowed:
         raise ValueError(
             "annotation format {!r} is not valid for object_type {} (use {})".format(
@@ -791,7 +795,7 @@ def _write_coco(
     alike: the data decides between masks and boxes)."""
     from pycocotools import mask as mask_utils
 
-    with_masks = object_type in (3, 4)
+    with_masks = ObjectType(object_type).segmentation
     ordered = sorted(items, key=lambda item: item[1])  # images sorted by asset id
     images, annotations, present = [], [], set()
     for image_id, (asset, _digest, image, objects) in enumerate(ordered, start=1):

@@ -20,10 +20,9 @@ from typing import Any
 
 from .. import baseline
 from ..contract.errors import ErrorCode, ExecutorError
+from ..contract.object_types import ObjectType
 
 log = logging.getLogger(__name__)
-
-DETECTION = 2
 
 
 def infer(ctx: Any) -> None:
@@ -47,7 +46,7 @@ def infer(ctx: Any) -> None:
         predictions = baseline.predict(model, image.width, image.height, ctx.object_type)
         # ---- end of REPLACE ME --------------------------------------------------------------
         kept = [prediction for prediction in predictions if prediction[-1] >= threshold]
-        if ctx.object_type == DETECTION:
+        if ctx.object_type == ObjectType.DETECTION:
             ctx.results.add(path, kept)
         else:
             ctx.results.add(path, image.width, image.height, kept)

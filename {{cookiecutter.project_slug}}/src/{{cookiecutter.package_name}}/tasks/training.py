@@ -21,18 +21,18 @@ from typing import Any
 
 from .. import baseline, evaluation
 from ..contract.images import image_size
+from ..contract.object_types import ObjectType
 
 log = logging.getLogger(__name__)
 
-DETECTION, SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION = 2, 3, 4
 STAGE = "last"
 # The metrics result.yaml gets per target (names YMIR knows); the evaluator's others are logged.
 STAGE_METRICS = {
-    DETECTION: ("mAP", "mAR"),
-    INSTANCE_SEGMENTATION: ("maskAP", "boxAP", "mAP"),
+    ObjectType.DETECTION: ("mAP", "mAR"),
+    ObjectType.INSTANCE_SEGMENTATION: ("maskAP", "boxAP", "mAP"),
     # No box mAP exists for semantic segmentation: the result writer supplies what YMIR 2.0
     # requires under that name, rather than a made-up number here.
-    SEMANTIC_SEGMENTATION: ("mIoU", "mAcc"),
+    ObjectType.SEMANTIC_SEGMENTATION: ("mIoU", "mAcc"),
 }
 
 
@@ -58,7 +58,7 @@ def train(ctx: Any) -> None:
         # Only the segmentation templates declare mask_grid_size (detection learns no mask).
         mask_grid_size=(
             ctx.params.mask_grid_size
-            if ctx.object_type != DETECTION
+            if ctx.object_type != ObjectType.DETECTION
             else baseline.DEFAULT_MASK_GRID_SIZE
         ),
         progress=curve.report,

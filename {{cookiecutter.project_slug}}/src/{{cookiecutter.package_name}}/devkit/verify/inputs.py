@@ -16,9 +16,12 @@ import yaml
 from ...contract.env import parse_protocol_version
 from ...contract.errors import ExecutorError
 from ...contract.images import image_size
-from ...contract.results import MAIN_METRIC
+from ...contract.object_types import ObjectType
 from .findings import Finding, finding
 from .values import is_int
+
+# object_type -> the metric result.yaml must carry (docs/protocol.md#training-result).
+MAIN_METRIC = {int(member): member.main_metric for member in ObjectType}
 
 
 def read_yaml(path: Path) -> tuple[Any, str | None]:

@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from ...contract.results import MAIN_METRIC
 from ...contract.tensorboard import EventFileError, event_files, read_scalars
 from .findings import Finding, finding
-from .inputs import legacy_protocol, output_path, read_yaml
+from .inputs import MAIN_METRIC, legacy_protocol, output_path, read_yaml
 from .values import is_int, is_number, is_unit
 
 # Stage metrics the platform validates as floats in [0, 1] (ModelStageStorage, 2.5).

@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 from mmengine.config import Config, ConfigDict
 
 from ...contract.errors import ErrorCode, ExecutorError
+from ...contract.object_types import ObjectType
 from ..openmmlab import options
 from ..openmmlab.weights import replace_sync_bn
 from .models import ModelSpec, default_model
@@ -610,7 +611,7 @@ def _set_masks(cfg: Config, object_type: int) -> None:
         if node.get("type") == "LoadAnnotations" and node.get("with_mask"):
             node["poly2mask"] = True
 
-    if object_type == 4:
+    if object_type == ObjectType.INSTANCE_SEGMENTATION:
         walk(cfg._cfg_dict, visit)
 
 

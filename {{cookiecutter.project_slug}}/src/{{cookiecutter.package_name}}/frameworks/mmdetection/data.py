@@ -29,10 +29,9 @@ from ...contract.atomic import write_text_atomic
 from ...contract.dataset import DatasetItem
 from ...contract.images import image_size
 from ...contract.masks import encode_rle, mask_area
+from ...contract.object_types import ObjectType
 
 log = logging.getLogger(__name__)
-
-INSTANCE_SEGMENTATION = 4
 
 
 def categories(class_names: Sequence[str]) -> list[dict]:
@@ -78,7 +77,7 @@ def _stream_document(
     object_type: int,
     counts: dict[str, int],
 ) -> None:
-    with_masks = object_type == INSTANCE_SEGMENTATION
+    with_masks = object_type == ObjectType.INSTANCE_SEGMENTATION
     images: list[str] = []
     stream.write('{"categories": ')
     stream.write(json.dumps(categories(class_names), ensure_ascii=True))

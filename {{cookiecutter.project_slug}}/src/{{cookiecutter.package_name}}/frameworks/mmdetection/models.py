@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ...contract.errors import ErrorCode, ExecutorError
+from ...contract.object_types import ObjectType
 from ..openmmlab import bake_weights, weights
 
-DETECTION, INSTANCE_SEGMENTATION = 2, 4
-TARGET_NAMES = {DETECTION: "detection", INSTANCE_SEGMENTATION: "instance segmentation"}
+# The targets MMDetection does here.
+TARGETS = (ObjectType.DETECTION, ObjectType.INSTANCE_SEGMENTATION)
 
 _V2 = "https://download.openmmlab.com/mmdetection/v2.0"
 _V3 = "https://download.openmmlab.com/mmdetection/v3.0"
@@ -39,7 +40,7 @@ _V3 = "https://download.openmmlab.com/mmdetection/v3.0"
 class ModelSpec(weights.ModelSpec):
     """One offered model, with what detection training needs to know about its config."""
 
-    object_type: int = DETECTION  # 2 detection, 4 instance segmentation
+    object_type: int = ObjectType.DETECTION  # 2 detection, 4 instance segmentation
     # The square input side the config's scales were designed for: every resize / crop / mosaic
     # scale of the pipelines is multiplied by img_size / this.
     reference_size: int = 640
@@ -52,7 +53,7 @@ MODELS: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec(
             name="rtmdet_tiny",
-            object_type=DETECTION,
+            object_type=ObjectType.DETECTION,
             config="rtmdet/rtmdet_tiny_8xb32-300e_coco.py",
             weights_url=f"{_V3}/rtmdet/rtmdet_tiny_8xb32-300e_coco/"
             "rtmdet_tiny_8xb32-300e_coco_20220902_112414-78e30dcc.pth",
@@ -64,7 +65,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="yolox_tiny",
-            object_type=DETECTION,
+            object_type=ObjectType.DETECTION,
             config="yolox/yolox_tiny_8xb8-300e_coco.py",
             weights_url=f"{_V2}/yolox/yolox_tiny_8x8_300e_coco/"
             "yolox_tiny_8x8_300e_coco_20211124_171234-b4047906.pth",
@@ -75,7 +76,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="retinanet_r18",
-            object_type=DETECTION,
+            object_type=ObjectType.DETECTION,
             config="retinanet/retinanet_r18_fpn_1x_coco.py",
             weights_url=f"{_V2}/retinanet/retinanet_r18_fpn_1x_coco/"
             "retinanet_r18_fpn_1x_coco_20220407_171055-614fd399.pth",
@@ -86,7 +87,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="faster_rcnn_r50",
-            object_type=DETECTION,
+            object_type=ObjectType.DETECTION,
             config="faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
             weights_url=f"{_V2}/faster_rcnn/faster_rcnn_r50_fpn_1x_coco/"
             "faster_rcnn_r50_fpn_1x_coco_20200130-047c8118.pth",
@@ -98,7 +99,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="rtmdet_ins_tiny",
-            object_type=INSTANCE_SEGMENTATION,
+            object_type=ObjectType.INSTANCE_SEGMENTATION,
             config="rtmdet/rtmdet-ins_tiny_8xb32-300e_coco.py",
             weights_url=f"{_V3}/rtmdet/rtmdet-ins_tiny_8xb32-300e_coco/"
             "rtmdet-ins_tiny_8xb32-300e_coco_20221130_151727-ec670f7e.pth",
@@ -109,7 +110,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="mask_rcnn_r50",
-            object_type=INSTANCE_SEGMENTATION,
+            object_type=ObjectType.INSTANCE_SEGMENTATION,
             config="mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py",
             weights_url=f"{_V2}/mask_rcnn/mask_rcnn_r50_fpn_1x_coco/"
             "mask_rcnn_r50_fpn_1x_coco_20200205-d4b0c5d6.pth",
@@ -121,7 +122,10 @@ MODELS: dict[str, ModelSpec] = {
         ),
     )
 }
-DEFAULT_MODEL = {DETECTION: "rtmdet_tiny", INSTANCE_SEGMENTATION: "rtmdet_ins_tiny"}
+DEFAULT_MODEL = {
+    ObjectType.DETECTION: "rtmdet_tiny",
+    ObjectType.INSTANCE_SEGMENTATION: "rtmdet_ins_tiny",
+}
 
 
 def models_for(object_type: int) -> list[ModelSpec]:
@@ -143,7 +147,7 @@ def get_model(name: str, object_type: int | None = None) -> ModelSpec:
     """
     key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
     if key not in MODELS:
-        known = models_for(object_type) if object_type in TARGET_NAMES else MODELS.values()
+        known = models_for(object_type) if object_type in TARGETS else MODELS.values()
         raise ExecutorError(
             ErrorCode.CONFIG,
             "unknown model {!r}; choose one of {}".format(
@@ -156,8 +160,8 @@ def get_model(name: str, object_type: int | None = None) -> ModelSpec:
             ErrorCode.OBJECT_TYPE,
             "model {!r} does {}, this executor does {}; choose one of {}".format(
                 spec.name,
-                TARGET_NAMES[spec.object_type],
-                TARGET_NAMES.get(object_type, object_type),
+                ObjectType(spec.object_type).title,
+                ObjectType(object_type).title if object_type in TARGETS else object_type,
                 ", ".join(other.name for other in models_for(object_type)),
             ),
         )
@@ -176,7 +180,7 @@ def describe(object_type: int | None = None) -> str:
         if object_type is not None and spec.object_type != object_type:
             continue
         default = " (default)" if DEFAULT_MODEL[spec.object_type] == spec.name else ""
-        target = TARGET_NAMES[spec.object_type]
+        target = ObjectType(spec.object_type).title
         lines.append(f"{spec.name}{default} [{target}]: {spec.description} ({spec.config})")
     return "\n".join(lines)
 
@@ -192,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--object-type",
         type=int,
-        choices=sorted(TARGET_NAMES),
+        choices=[int(target) for target in TARGETS],
         help="only the models of this target (2 detection, 4 instance segmentation)",
     )
     bake_weights.add_bake_arguments(parser)

@@ -29,6 +29,7 @@ from typing import Any
 
 from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
+from ...contract.object_types import ObjectType
 from ..openmmlab import checkpoint as checkpoints
 from ..openmmlab import distributed, preflight, weights
 from ..openmmlab.hooks import run_training, train_rank
@@ -106,7 +107,7 @@ def run(ctx: Any) -> None:
     }
 
     best, stage = run_training(ctx, train_job, payload, work_dir=work_dir, processes=world_size)
-    main = "maskAP" if ctx.object_type == 4 else "mAP"
+    main = ObjectType(ctx.object_type).main_metric
     extras = [f"{key} {stage[key]:.4f}" for key in ("mAP_50", "boxAP") if key in stage]
     log.info(
         "training finished: best stage %r, %s %.4f%s",
@@ -147,7 +148,7 @@ def prepare_weights(ctx: Any, spec: models.ModelSpec, cfg: Any, source: Path, or
             OBJECT_TYPE for weights of a model of another target.
     """
     checkpoint = checkpoints.load_checkpoint(source)
-    target_name = models.TARGET_NAMES.get(ctx.object_type, str(ctx.object_type))
+    target_name = ObjectType(ctx.object_type).title
     weights.check_origin(ctx, spec, checkpoint["meta"], origin, target_name)
     old_names = checkpoints.class_names(checkpoint)
     same_classes = old_names is not None and [name.lower() for name in old_names] == list(

@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from ...contract.object_types import ObjectType
 from ..openmmlab.package import pack_one_stage, write_untrained_stage
 from . import config as configs
 from . import data, models
-
-SEMANTIC_SEGMENTATION = 3
 
 
 def untrained_stage(
@@ -43,7 +42,7 @@ def untrained_stage(
         "class_names": list(class_names),
         "dataset_meta": {"classes": list(labels.model_classes)},
         "background_class": labels.background,
-        "object_type": SEMANTIC_SEGMENTATION,
+        "object_type": ObjectType.SEMANTIC_SEGMENTATION,
         "model": spec.name,
         "img_size": img_size,
     }
@@ -67,7 +66,7 @@ def untrained_package(
     return pack_one_stage(
         dest_tar,
         lambda folder: untrained_stage(folder, model_name, class_names, **stage_options),
-        object_type=SEMANTIC_SEGMENTATION,
+        object_type=ObjectType.SEMANTIC_SEGMENTATION,
         class_names=class_names,
         metrics={"mIoU": 0.0, "mAP": 0.0},
         stage_name=stage_name,

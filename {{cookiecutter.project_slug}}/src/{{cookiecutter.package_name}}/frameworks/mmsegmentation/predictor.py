@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ...contract import images
 from ...contract.errors import ErrorCode, ExecutorError
+from ...contract.object_types import ObjectType
 from ..openmmlab import checkpoint as checkpoints
 from ..openmmlab import distributed
 from ..openmmlab.weights import CONFIG_FILE, WEIGHTS_FILE
@@ -42,7 +43,6 @@ from .data import LabelSet
 
 log = logging.getLogger(__name__)
 
-SEMANTIC_SEGMENTATION = 3
 # Transforms of the dumped test pipeline that this module does itself.
 _SKIPPED_TRANSFORMS = {"LoadImageFromFile", "LoadAnnotations", "PackSegInputs"}
 
@@ -74,11 +74,11 @@ def load(
     weights = _find(files, WEIGHTS_FILE)
     config_path = _find(files, CONFIG_FILE)
     object_type = (info or {}).get("object_type")
-    if object_type not in (None, "") and str(object_type) != str(SEMANTIC_SEGMENTATION):
+    if object_type not in (None, "") and str(object_type) != str(ObjectType.SEMANTIC_SEGMENTATION):
         raise ExecutorError(
             ErrorCode.OBJECT_TYPE,
             f"the model is for object_type {object_type}; this executor does semantic "
-            f"segmentation (object_type {SEMANTIC_SEGMENTATION})",
+            f"segmentation (object_type {ObjectType.SEMANTIC_SEGMENTATION})",
         )
     try:
         cfg = Config.fromfile(str(config_path))
@@ -97,7 +97,7 @@ def load(
     labels = LabelSet.from_dict(ymir["labels"])
     checkpoint = checkpoints.load_checkpoint(weights)
     meta_type = checkpoint["meta"].get("object_type")
-    if meta_type not in (None, "") and str(meta_type) != str(SEMANTIC_SEGMENTATION):
+    if meta_type not in (None, "") and str(meta_type) != str(ObjectType.SEMANTIC_SEGMENTATION):
         raise ExecutorError(
             ErrorCode.OBJECT_TYPE,
             f"{WEIGHTS_FILE} holds a model for object_type {meta_type}, not semantic segmentation",

@@ -32,6 +32,7 @@ from typing import Any, Mapping
 
 from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
+from ...contract.object_types import ObjectType
 from ..openmmlab import checkpoint as checkpoints
 from ..openmmlab import distributed, preflight, weights
 from ..openmmlab.hooks import run_training, train_rank
@@ -40,7 +41,6 @@ from . import data, models
 
 log = logging.getLogger(__name__)
 
-SEMANTIC_SEGMENTATION = 3
 # Shares of the task's progress: label maps and weights first, then the training run.
 PREPARED, TRAINED = 0.03, 0.99
 # The metrics a stage records (result.yaml); the writer adds mAP for YMIR 2.0.
@@ -194,7 +194,7 @@ def run(ctx: Any) -> None:
             "dataset_meta": {"classes": list(labels.model_classes)},
             "background_class": labels.background,
             "executor_version": __version__,
-            "object_type": SEMANTIC_SEGMENTATION,
+            "object_type": ObjectType.SEMANTIC_SEGMENTATION,
             "model": spec.name,
             "img_size": options.img_size,
         },
@@ -232,7 +232,7 @@ def train_job(payload: dict, channel: distributed.Channel) -> None:
         payload["config"],
         channel,
         models_dir=payload["models_dir"],
-        object_type=SEMANTIC_SEGMENTATION,
+        object_type=ObjectType.SEMANTIC_SEGMENTATION,
         meta=payload["meta"],
         config_text=payload["stage_config"],
         progress_range=payload["progress_range"],

@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from ...contract.object_types import ObjectType
 from . import distributed
 from .checkpoint import save_checkpoint, trusted_load
 from .distributed import Channel
@@ -52,8 +53,6 @@ from .weights import CONFIG_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
-DETECTION, SEMANTIC_SEGMENTATION, INSTANCE_SEGMENTATION = 2, 3, 4
-MAIN_METRIC = {DETECTION: "mAP", SEMANTIC_SEGMENTATION: "mIoU", INSTANCE_SEGMENTATION: "maskAP"}
 BEST, LAST = "best", "last"
 # COCO's size buckets and IoU variants, as YMIR names them after the prefix.
 _COCO_SUFFIXES = ("", "_50", "_75", "_s", "_m", "_l")
@@ -90,9 +89,9 @@ def semantic_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 METRIC_MAPPERS: dict[int, Callable[[Mapping[str, Any]], dict[str, float]]] = {
-    DETECTION: detection_metrics,
-    INSTANCE_SEGMENTATION: instance_metrics,
-    SEMANTIC_SEGMENTATION: semantic_metrics,
+    ObjectType.DETECTION: detection_metrics,
+    ObjectType.INSTANCE_SEGMENTATION: instance_metrics,
+    ObjectType.SEMANTIC_SEGMENTATION: semantic_metrics,
 }
 
 
@@ -185,8 +184,8 @@ class YmirTrainingHook(Hook):
     ) -> None:
         self.channel = channel
         self.models_dir = Path(models_dir)
-        self.object_type = int(object_type)
-        self.main_metric = MAIN_METRIC[self.object_type]
+        self.object_type = ObjectType(object_type)
+        self.main_metric = self.object_type.main_metric
         self.meta = dict(meta)
         self.config_text = config_text
         self.evaluate_config = dict(evaluate_config or {})
