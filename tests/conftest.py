@@ -129,6 +129,7 @@ def expected_files(
         "test_devkit.py",
         "test_env.py",
         "test_evaluation.py",
+        "test_function_length.py",
         "test_images.py",
         "test_main.py",
         "test_masks.py",

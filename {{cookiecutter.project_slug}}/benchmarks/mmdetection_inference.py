@@ -208,7 +208,7 @@ def measure(args, spec, object_type: int, work: Path, paths: list) -> dict:
     return speed
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--models", default="", help="comma-separated names (default: this target's)"
@@ -236,7 +236,21 @@ def main(argv=None) -> int:
         default="wall",
         help="cpu: CPU seconds instead of wall time (a shared CPU machine; blind to overlap)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _model_specs(models_option: str, object_type: int) -> list:
+    """The models ``--models`` names ("all": every offered one; default: this target's)."""
+    names = [name.strip() for name in models_option.split(",") if name.strip()]
+    if names == ["all"]:
+        return list(models.MODELS.values())
+    if names:
+        return [models.get_model(name) for name in names]
+    return models.models_for(object_type)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     CLOCK["name"] = args.clock
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -246,13 +260,7 @@ def main(argv=None) -> int:
     if args.device == "cuda":
         args.device = "cuda:0"
     object_type = manifest_object_type(default_img_man())
-    names = [name.strip() for name in args.models.split(",") if name.strip()]
-    if names == ["all"]:
-        specs = list(models.MODELS.values())
-    elif names:
-        specs = [models.get_model(name) for name in names]
-    else:
-        specs = models.models_for(object_type)
+    specs = _model_specs(args.models, object_type)
     if args.device.startswith("cuda"):
         hardware = torch.cuda.get_device_name(torch.device(args.device))
     else:
