@@ -13,11 +13,11 @@ What :func:`infer` does, and why:
   candidate is listed with an empty result; the run succeeds.
 - **Mining + inference in one container** (``run_mining`` and ``run_infer``): ``__main__``
   runs mining, then inference, in one process and with the same merged hyper-parameters.
-  Mining's forward passes already produce the boxes with these thresholds, so mining leaves
-  its rows files (per-image predictions) in :data:`SHARED_PREDICTIONS` (module level, one
-  process) and :func:`infer` reads them instead of running the model again when the model
-  files, thresholds, classes and candidates are the same (:func:`share_key`); otherwise it
-  predicts.
+  Mining's forward passes already produce the boxes with these thresholds, so mining keeps
+  its rows files (per-image predictions) in the run's ``ctx.handover``
+  (:mod:`...contract.handover`) and :func:`infer` takes them instead of running the model
+  again when the model files, thresholds, classes and candidates are the same
+  (:func:`share_key`); otherwise it predicts.
 """
 
 from __future__ import annotations
@@ -36,20 +36,6 @@ from .predictor import Prediction, predict_batches, to_prediction
 log = logging.getLogger(__name__)
 
 # --- mining + inference sharing ----------------------------------------------------------------
-
-# share_key -> mining's rows files (a prediction per candidate); filled by mining when inference
-# follows in the same container, taken by inference (one process: __main__ runs mining, then
-# infer).
-SHARED_PREDICTIONS: dict[str, RowFiles] = {}
-
-
-def take_shared(key: str) -> RowFiles | None:
-    """Mining's rows for ``key``, if any; rows made for anything else are deleted."""
-    rows = SHARED_PREDICTIONS.pop(key, None)
-    for other in SHARED_PREDICTIONS.values():
-        other.remove()
-    SHARED_PREDICTIONS.clear()
-    return rows
 
 
 def share_key(
@@ -117,8 +103,10 @@ def infer(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) 
     """
     candidates = ctx.candidates()
     score_thr, iou_thr = thresholds(ctx.params)
-    key = share_key(ctx.model, ctx.object_type, ctx.class_names, candidates, score_thr, iou_thr)
-    rows = take_shared(key)
+    rows = None
+    if ctx.handover is not None:
+        key = share_key(ctx.model, ctx.object_type, ctx.class_names, candidates, score_thr, iou_thr)
+        rows = ctx.handover.take(key)
     try:
         if rows is not None:
             log.info("inference reuses mining's predictions of these %d images", len(candidates))

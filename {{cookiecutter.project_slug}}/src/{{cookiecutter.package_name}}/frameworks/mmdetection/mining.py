@@ -33,8 +33,8 @@ last, below every scored one):
 
 Mining and inference in one container (``run_mining`` and ``run_infer``): mining predicts with
 the inference thresholds anyway (entropy, CALD's original view and ALDD all produce the
-boxes), so it leaves its rows files with those predictions in
-:data:`.inference.SHARED_PREDICTIONS` and inference reads them instead of making a second pass
+boxes), so it keeps its rows files with those predictions in the run's ``ctx.handover``
+(:mod:`...contract.handover`) and inference takes them instead of making a second pass
 over the images (``random`` runs no model, so inference predicts on its own then). Scores and
 predictions travel from the ranks through files (:mod:`..openmmlab.rows`), never all in memory.
 """
@@ -128,8 +128,8 @@ def mine(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -
 
     payload = jobs.job_payload(ctx, "mining", fp16=fp16)
     payload["algorithm"] = algorithm
-    # Predictions are kept for inference only when it follows in this process.
-    payload["share"] = bool(getattr(ctx.env, "run_infer", False))
+    # Predictions are kept for inference only when it follows in this task.
+    payload["share"] = ctx.handover is not None
     rows = RowFiles.create(ctx.work_dir, "mining")
     payload["rows"] = str(rows.directory)
     shared = False
@@ -151,8 +151,7 @@ def mine(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -
                 payload["score_thr"],
                 payload["iou_thr"],
             )
-            inference.take_shared(key)  # one model's predictions at a time
-            inference.SHARED_PREDICTIONS[key] = rows
+            ctx.handover.keep(key, rows)
             shared = True
     finally:
         if not shared:

@@ -81,7 +81,7 @@ def run(ctx: Any) -> None:
     """Score every candidate into ``ctx.results`` (written, sorted, by the caller)."""
     algorithm = algorithm_name(ctx)
     candidates = ctx.candidates()
-    with_infer = bool(ctx.env.run_infer)
+    with_infer = ctx.handover is not None  # inference follows in this task
     options = inference.settings(ctx)
     seed = int(ctx.params.get("random_seed", 1) or 1)
     random_scores = np.random.RandomState(seed).random_sample(len(candidates))
@@ -110,7 +110,7 @@ def run(ctx: Any) -> None:
         rows.remove()
         raise
     if with_infer:
-        inference.share(ctx, rows, options["confidence_threshold"])
+        ctx.handover.keep(inference.share_key(ctx, options["confidence_threshold"]), rows)
     else:
         rows.remove()
     log.info(
