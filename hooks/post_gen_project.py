@@ -3,14 +3,19 @@
 The template always contains every variant and task; this hook removes what was not chosen
 (Cookiecutter cannot skip directories by name) and renders ``docker/variant.Dockerfile.j2``
 once per selected CUDA line from the version matrix in ``cookiecutter.json``, so adding a line
-to that matrix is the only change a new CUDA version needs.
+to that matrix is the only change a new CUDA version needs. Last, the generated project's own
+devkit writes the help comments of the img-man templates and the README's hyper-parameter table
+from the hyper-parameter declarations (``tasks/hyperparams.py``), which it checks against the
+templates first.
 
 The hook touches only files inside the project: no network, git or docker, and running it again
 on a fresh copy gives the same result, as ``cruft update`` requires.
 """
 
+import importlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import jinja2
@@ -54,6 +59,9 @@ def select_framework(answers, package_dir):
             chosen = tasks_dir / f"_{framework}" / f"{task}.py"
             if (tasks_dir / f"{task}.py").exists():
                 shutil.copyfile(chosen, tasks_dir / f"{task}.py")
+        # The framework's hyper-parameter declarations replace the stubs'.
+        declarations = tasks_dir / f"_{framework}" / "hyperparams.py"
+        shutil.copyfile(declarations, tasks_dir / "hyperparams.py")
         # The stub baseline model is what the framework replaces.
         remove(package_dir / "baseline.py")
         remove(Path("tests", "test_baseline.py"))
@@ -94,6 +102,24 @@ def render_dockerfiles(answers):
     remove(DOCKERFILE_TEMPLATE)
 
 
+def document_hyperparams(answers):
+    """Write the templates' help comments and the README table from the declarations.
+
+    The project's own ``python -m <package>.devkit hyperparams`` does it (so the project can
+    do it again when an author adds a hyper-parameter); it imports only the standard library,
+    PyYAML (a Cookiecutter dependency) and the package's contract and declarations. Templates
+    and declarations that disagree stop the generation: the project's tests would fail.
+    """
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, str(Path("src").resolve()))
+    hyperparams = importlib.import_module(f"{answers['package_name']}.devkit.hyperparams")
+    problems = hyperparams.update(Path("."))
+    if problems:
+        for problem in problems:
+            print(f"ERROR: {problem}", file=sys.stderr)
+        sys.exit(1)
+
+
 def write_answers(answers):
     """Record the public answers as a Cookiecutter user config.
 
@@ -119,6 +145,7 @@ def main():
     prune_tasks(ANSWERS, package_dir)
     select_framework(ANSWERS, package_dir)
     render_dockerfiles(ANSWERS)
+    document_hyperparams(ANSWERS)
     write_answers(ANSWERS)
     remove_caches()
 

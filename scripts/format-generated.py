@@ -56,7 +56,12 @@ def template_path(relative: Path, framework: str) -> Path:
     parts = relative.parts
     if parts[0] == "src":
         relative = Path("src", "{{cookiecutter.package_name}}", *parts[2:])
-        task_module = parts[2] == "tasks" and parts[-1] in ("training.py", "mining.py", "infer.py")
+        task_module = parts[2] == "tasks" and parts[-1] in (
+            "training.py",
+            "mining.py",
+            "infer.py",
+            "hyperparams.py",
+        )
         if framework != "none" and task_module:
             relative = Path(
                 "src", "{{cookiecutter.package_name}}", "tasks", f"_{framework}", parts[3]

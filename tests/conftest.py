@@ -82,12 +82,14 @@ def expected_files(
         "evaluation.py",
         "contract/__init__.py",
         "contract/atomic.py",
+        "contract/booleans.py",
         "contract/candidates.py",
         "contract/context.py",
         "contract/dataset.py",
         "contract/env.py",
         "contract/errors.py",
         "contract/handover.py",
+        "contract/hyperparams.py",
         "contract/images.py",
         "contract/masks.py",
         "contract/models.py",
@@ -103,6 +105,7 @@ def expected_files(
         "devkit/al_report.py",
         "devkit/al_scoring.py",
         "devkit/chain.py",
+        "devkit/hyperparams.py",
         "devkit/run.py",
         "devkit/synth.py",
         "devkit/pool.py",
@@ -120,6 +123,7 @@ def expected_files(
         "devkit/verify/values.py",
         "devkit/verify/work_dir.py",
         "tasks/__init__.py",
+        "tasks/hyperparams.py",
     ]
     files |= {f"src/{package}/{name}" for name in package_files}
     test_files = [
@@ -132,6 +136,7 @@ def expected_files(
         "test_evaluation.py",
         "test_function_length.py",
         "test_handover.py",
+        "test_hyperparams.py",
         "test_images.py",
         "test_main.py",
         "test_masks.py",

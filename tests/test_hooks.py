@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import tomllib
 
@@ -106,6 +107,53 @@ def test_hooks_treat_answers_as_data(cookies, tmp_path, monkeypatch):
     assert not (project / "PWNED").exists()
     pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
     assert pyproject["project"]["description"] == INJECTION
+
+
+# The template's img-man files, and one change to them that the declarations do not allow.
+IMG_MAN = TEMPLATE / "{{cookiecutter.project_slug}}" / "img-man"
+DISAGREEMENTS = [
+    (
+        "infer-template.yaml",
+        ("shm_size: '16G'\n", "shm_size: '16G'\nwarmup_epochs: 1\n"),
+        "img-man/infer-template.yaml: 'warmup_epochs' has no declaration",
+    ),
+    (
+        "mining-template.yaml",
+        ("'image_entropy'\nrandom_seed: 1\n", "'image_entropy'\n"),
+        "img-man/mining-template.yaml: 'random_seed' is declared for mining",
+    ),
+    (
+        "infer-template.yaml",
+        ("confidence_threshold: 0.05\n", "confidence_threshold: 1.5\n"),
+        "img-man/infer-template.yaml: the default of 'confidence_threshold' is 1.5, not a "
+        "number from 0.0 to 1.0",
+    ),
+    (
+        "mining-template.yaml",
+        ("'image_entropy'\nrandom_seed: 1\n", "'image_entropy'\nrandom_seed: 'one'\n"),
+        "img-man/mining-template.yaml: the default of 'random_seed' is 'one', not an integer",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "change", "message"), DISAGREEMENTS)
+def test_templates_that_disagree_with_the_declarations_are_refused(
+    cookies, tmp_path, capfd, name, change, message
+):
+    """Every bake checks its img-man templates against the hyper-parameter declarations: the
+    post-generation hook runs the generated project's own check, and a disagreement leaves
+    nothing behind but an ERROR naming the file and the key."""
+    template = tmp_path / "template"
+    shutil.copytree(TEMPLATE, template, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+    path = template / IMG_MAN.relative_to(TEMPLATE) / name
+    text = path.read_text(encoding="utf-8")
+    assert change[0] in text
+    path.write_text(text.replace(change[0], change[1], 1), encoding="utf-8")
+    result = cookies.bake(template=str(template), extra_context={"framework": "none"})
+    assert isinstance(result.exception, FailedHookException)
+    assert result.project_path is None
+    error = capfd.readouterr().err
+    assert f"ERROR: {message}" in error, error
 
 
 def test_post_gen_is_idempotent(cookies, tmp_path):

@@ -19,15 +19,18 @@ import pytest
 import torch
 import yaml
 
-from conftest import OBJECT_TYPE, requires
+from conftest import IMG_MAN, OBJECT_TYPE, requires
 from {{ cookiecutter.package_name }}.__main__ import main
+from {{ cookiecutter.package_name }}.contract.hyperparams import declared_for
 from {{ cookiecutter.package_name }}.contract.models import pack_model
+from {{ cookiecutter.package_name }}.contract.params import Params, task_defaults
 from {{ cookiecutter.package_name }}.devkit.run import run as devkit_run
 from {{ cookiecutter.package_name }}.devkit.synth import synthesize
 from {{ cookiecutter.package_name }}.devkit.verify import format_findings, has_errors, verify_work_dir
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import config as configs
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import models
 from {{ cookiecutter.package_name }}.frameworks.openmmlab import checkpoint, distributed, weights
+from {{ cookiecutter.package_name }}.tasks.hyperparams import HYPERPARAMETERS
 
 pytestmark = requires("training")
 MODELS = [spec.name for spec in models.models_for(OBJECT_TYPE)]
@@ -102,9 +105,13 @@ def assert_failed(work: Path, status: int, last_line: str, code: int) -> None:
 
 def surgery(tmp_path: Path, name: str, **overrides) -> tuple:
     spec = models.get_model(name, OBJECT_TYPE)
-    params = dict(configs.TRAINING_DEFAULTS, model=name, img_size=96, epochs=12)
-    params.update(overrides)
-    settings = configs.training_settings(params, OBJECT_TYPE)
+    # As a training task reads them: the template's defaults, checked by the declarations.
+    params = Params(
+        dict(dict(model=name, img_size=96, epochs=12), **overrides),
+        task_defaults(IMG_MAN, ["training"]),
+        declared_for(HYPERPARAMETERS, ["training"], OBJECT_TYPE),
+    )
+    settings = configs.training_settings(params)
     inputs = configs.TrainingInputs.offline(
         ["rect", "triangle", "ellipse"], OBJECT_TYPE, tmp_path, num_train_images=40
     )

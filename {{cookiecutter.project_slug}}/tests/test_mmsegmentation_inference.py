@@ -27,9 +27,14 @@ from {{ cookiecutter.package_name }}.devkit.chain import read_monitor_state
 from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES
 from {{ cookiecutter.package_name }}.frameworks.mmsegmentation import mining, models, package, predictor
 from {{ cookiecutter.package_name }}.frameworks.openmmlab import distributed
+from {{ cookiecutter.package_name }}.tasks.hyperparams import HYPERPARAMETERS
 
 OBJECT_TYPE = 3
 SETTINGS = {"batch_size_per_gpu": 3, "num_workers_per_gpu": 1}
+# Every algorithm the mining template offers.
+MINING_ALGORITHMS = next(
+    declaration.names for declaration in HYPERPARAMETERS if declaration.name == "mining_algorithm"
+)
 NUM_CANDIDATES = 5
 
 
@@ -119,7 +124,7 @@ def test_confidence_threshold(tmp_path: Path, model_tar: Path) -> None:
     assert pixels(high) < pixels(low)
 
 
-@pytest.mark.parametrize("algorithm", mining.ALGORITHMS)
+@pytest.mark.parametrize("algorithm", MINING_ALGORITHMS)
 def test_mining_ranks_every_candidate(tmp_path: Path, model_tar: Path, algorithm: str) -> None:
     syn = prepare(tmp_path / "work", "mining", model_tar, corrupt=1, mining_algorithm=algorithm)
     assert main(syn.env_file) == 0

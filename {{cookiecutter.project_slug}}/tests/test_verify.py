@@ -1258,6 +1258,18 @@ def test_work_dir_finds_errors_in_each_output(tmp_path):
     assert {"MIN006", "DET002"} <= found
 
 
+@pytest.mark.parametrize(("mining", "infer"), [("yes", "no"), ("Y", "n"), ("on", "off"), (1, 0)])
+def test_run_flags_are_read_as_the_executor_reads_them(tmp_path, mining, infer):
+    """One boolean reading (YMIR's own) for the verifier and the executor: flags the executor
+    runs with are no WRK003."""
+    root = work_dir(tmp_path / "work", "mining")
+    env = yaml.safe_load((root / "in" / "env.yaml").read_text())
+    env.update(run_training="false", run_mining=mining, run_infer=infer)
+    write_yaml(root / "in" / "env.yaml", env)
+    findings = verify_work_dir(root)
+    assert findings == [], format_findings(findings)
+
+
 def failed_run(root: Path, task: str = "training", code=300002) -> Path:
     """A work dir whose executor failed as the protocol says: state 4 and its code, the
     traceback then a one-line reason in the log, no result file."""

@@ -23,8 +23,10 @@ from .contract import env as env_module
 from .contract import params as params_module
 from .contract.errors import ErrorCode, ExecutorError
 from .contract.handover import PredictionHandover
+from .contract.hyperparams import by_precedence, declared_for
 from .contract.monitor import Monitor
 from .contract.object_types import ObjectType
+from .tasks.hyperparams import HYPERPARAMETERS
 
 log = logging.getLogger(__package__)
 
@@ -69,6 +71,24 @@ def check_object_type(env: env_module.Env, config: dict, object_type: ObjectType
         )
 
 
+def task_params(
+    img_man: Path, config: dict, tasks: list[str], object_type: int
+) -> params_module.Params:
+    """The run's hyper-parameters: config.yaml over the templates' defaults, read as declared.
+
+    With mining and inference in one task, the mining template's defaults and declarations win
+    (the UI shows and submits that template), though mining runs first. Every value is read
+    here, so a bad one fails the run (CONFIG) before any work.
+    """
+    params = params_module.Params(
+        config,
+        params_module.task_defaults(img_man, by_precedence(tasks)),
+        declared_for(HYPERPARAMETERS, tasks, object_type),
+    )
+    params.as_dict()
+    return params
+
+
 def execute(env: env_module.Env, monitor: Monitor) -> None:
     img_man = params_module.find_img_man(env)
     object_type = params_module.manifest_object_type(img_man)
@@ -77,7 +97,7 @@ def execute(env: env_module.Env, monitor: Monitor) -> None:
     tasks = planned_tasks(env)
     # Resolve everything that can be wrong before the first task starts work.
     functions = {task: task_function(task) for task in tasks}
-    params = params_module.Params(config, params_module.task_defaults(img_man, tasks))
+    params = task_params(img_man, config, tasks, object_type)
     class_names = context.class_names_from(config)
     gpu_ids = context.gpu_ids_from(config)
     # Mining then inference in one task: what mining predicted reaches inference through here.

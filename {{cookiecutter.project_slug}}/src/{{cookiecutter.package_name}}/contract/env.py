@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from .booleans import parse_bool
 from .errors import ErrorCode, ExecutorError
 
 ENV_FILE_VARIABLES = ("YMIR_ENV_FILE", "DEFAULT_ENV_FILE_PATH")
@@ -36,9 +37,6 @@ _LOG = logging.getLogger(__name__)
 # "1", "1.1", "1.1.0", "v1.1.0" and release suffixes ("1.1.0rc1", "1.1.0-dev", "1.1.0+x") are
 # accepted; only the leading numbers are compared. "1.x" or "latest" are not versions.
 _VERSION_RE = re.compile(r"^v?(\d+(?:\.\d+)*)(?:(?:[-+]|(?=[A-Za-z]))[0-9A-Za-z][0-9A-Za-z.+-]*)?$")
-
-_TRUE_WORDS = frozenset({"true", "t", "yes", "y", "on", "1"})
-_FALSE_WORDS = frozenset({"false", "f", "no", "n", "off", "0"})
 
 _RUN_FLAGS = ("run_training", "run_mining", "run_infer")
 
@@ -225,24 +223,6 @@ def _protocol_version(data: dict, source: str) -> str | None:
             KNOWN_PROTOCOL_VERSION,
         )
     return text
-
-
-def parse_bool(value: Any) -> bool | None:
-    """A boolean as YMIR files and its web UI spell it (``true``, ``"False"``, ``1``, ``"yes"``).
-
-    None when the value is not recognisably a boolean: the caller says what is wrong.
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE_WORDS:
-            return True
-        if word in _FALSE_WORDS:
-            return False
-    return None
 
 
 def _flag(data: dict, key: str, source: str) -> bool:

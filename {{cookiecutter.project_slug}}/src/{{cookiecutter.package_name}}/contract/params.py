@@ -6,7 +6,9 @@ YMIR writes ``/in/config.yaml`` as template + user edits + injected reserved key
 (docs/protocol.md#web-ui-quirks), which :class:`Params` absorbs:
 
 * edited values come back as strings (``"False"``, ``"0.5"``, ``"10"``, ``"0.1,0.2"``), so every
-  value is coerced to the type of the template's default;
+  value is read as its declaration in ``tasks/hyperparams.py`` says (:mod:`.hyperparams`: the
+  kind, then the range or choices), or as the type of its template default when a user added
+  the key;
 * mining and inference drop every falsy value (``''``, ``0``, ``false``, ``null``), so a missing
   key means "the template default";
 * users may add keys the template does not have; those pass through unchanged.
@@ -14,14 +16,14 @@ YMIR writes ``/in/config.yaml`` as template + user edits + injected reserved key
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
 
-from .env import Env, parse_bool
+from .env import Env
 from .errors import ErrorCode, ExecutorError
+from .hyperparams import HyperParameter, for_default
 from .object_types import ObjectType
 
 TEMPLATE_FILES = {
@@ -152,8 +154,8 @@ def load_template(img_man: Path, task: str) -> dict | None:
 def task_defaults(img_man: Path, tasks: Iterable[str]) -> dict:
     """The merged defaults of the tasks' templates; a later task wins on shared keys.
 
-    Mining + inference uses ``["infer", "mining"]``: the UI shows (and submits) the mining
-    template, so its values take precedence.
+    Mining + inference uses ``["infer", "mining"]`` (:func:`.hyperparams.by_precedence`): the
+    UI shows (and submits) the mining template, so its values take precedence.
     """
     merged: dict[Any, Any] = {}
     for task in tasks:
@@ -195,9 +197,12 @@ class _UnknownParameter(ExecutorError, AttributeError, KeyError):
 class Params:
     """Typed hyper-parameters: ``params.epochs`` or ``params["epochs"]``.
 
-    A value from config.yaml is coerced to the type of the template default:
+    A value is read as its declaration says (``declarations``: key -> :class:`HyperParameter`,
+    those of ``tasks/hyperparams.py`` that apply to the run), its range or choices checked; a key
+    without a declaration (one a user added) is read as the type of its template default:
 
-    * bool: bool, 0 / 1, or "true"/"false"/"t"/"f"/"yes"/"no"/"1"/"0" (any case);
+    * bool: bool, 0 / 1, or the words YMIR itself reads (:mod:`.booleans`: "true", "no", "on",
+      "1", ..., any case);
     * int: int, an integral float, "12" or "12.0" (not 12.5);
     * float: int, float or a numeric string such as "0.5";
     * str: ``str(value)``;
@@ -209,9 +214,15 @@ class Params:
     with ``params["get"]``.
     """
 
-    def __init__(self, values: dict, defaults: dict) -> None:
+    def __init__(
+        self,
+        values: dict,
+        defaults: dict,
+        declarations: Mapping[str, HyperParameter] | None = None,
+    ) -> None:
         self._values = dict(values)
         self._defaults = dict(defaults)
+        self._declarations = dict(declarations or {})
 
     def __getattr__(self, name: str) -> Any:
         # Private and dunder lookups (copy, pickle, hasattr probes) must not become
@@ -223,11 +234,12 @@ class Params:
     def __getitem__(self, name: str) -> Any:
         if self._is_set(name):
             value = self._values[name]
-            if name in self._defaults:
-                return _coerce(name, value, self._defaults[name])
-            return value
+            reader = self._reader(name)
+            return value if reader is None else reader.read(value)
         if name in self._defaults:
-            return self._defaults[name]
+            default = self._defaults[name]
+            declared = name in self._declarations and default is not None
+            return self._declarations[name].read(default) if declared else default
         if name in self._values:
             # Present only as null / '' and without a template default: "as given".
             return self._values[name]
@@ -257,6 +269,11 @@ class Params:
         """
         return {key: self[key] for key in self._keys() if key not in RESERVED_KEYS}
 
+    def _reader(self, name: str) -> HyperParameter | None:
+        if name in self._declarations:
+            return self._declarations[name]
+        return for_default(name, self._defaults.get(name))
+
     def _is_set(self, name: str) -> bool:
         if name not in self._values:
             return False
@@ -276,87 +293,6 @@ class Params:
             except ExecutorError:
                 items[key] = self._values.get(key)
         return items
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    if isinstance(default, bool):
-        return _to_bool(name, value)
-    if isinstance(default, int):
-        return _to_int(name, value)
-    if isinstance(default, float):
-        return _to_float(name, value)
-    if isinstance(default, str):
-        return value if isinstance(value, str) else str(value)
-    if isinstance(default, list):
-        return _to_list(name, value)
-    return value
-
-
-def _bad(name: str, expected: str, value: Any) -> ExecutorError:
-    return ExecutorError(
-        ErrorCode.CONFIG,
-        f"hyper-parameter {name!r} must be {expected}, got {value!r}; correct it in the task's "
-        f"hyper-parameters",
-    )
-
-
-def _to_bool(name: str, value: Any) -> bool:
-    flag = parse_bool(value)
-    if flag is None:
-        raise _bad(name, "a boolean (true/false, yes/no or 1/0)", value)
-    return flag
-
-
-def _to_int(name: str, value: Any) -> int:
-    # bool is an int in Python, but true/false for a count is a mistake, not 1/0.
-    if isinstance(value, bool):
-        raise _bad(name, "an integer", value)
-    if isinstance(value, int):
-        return value
-    number: Any = value
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return int(text)
-        except ValueError:
-            pass
-        try:
-            number = float(text)
-        except ValueError:
-            raise _bad(name, "an integer", value) from None
-    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
-        return int(number)
-    raise _bad(name, "an integer", value)
-
-
-def _to_float(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise _bad(name, "a number", value)
-    number: Any = value
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise _bad(name, "a number", value) from None
-    if isinstance(number, (int, float)) and math.isfinite(number):
-        return float(number)
-    raise _bad(name, "a finite number", value)
-
-
-def _to_list(name: str, value: Any) -> list:
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, str):
-        text = value.strip()
-        # The UI edits lists in a text box: "[1, 2]" is YAML, "0.1,0.2" a bare comma list.
-        source = text if text.startswith("[") else f"[{text}]"
-        try:
-            parsed = yaml.safe_load(source)
-        except yaml.YAMLError:
-            parsed = None
-        if isinstance(parsed, list):
-            return parsed
-    raise _bad(name, "a list such as '1,2' or '[1, 2]'", value)
 
 
 def _read_yaml(path: Path) -> Any:

@@ -1,4 +1,4 @@
-"""Command line of the devkit: ``python -m <package>.devkit {synth,run,verify,chain,al-loop}``.
+"""Command line of the devkit: ``python -m <package>.devkit {synth,run,...,hyperparams}``.
 
     synth  --work DIR --task training|mining|infer|mining+infer [--protocol 1.1.0|1.0.0|legacy]
            [--platform 1.1|2.0|...|2.5] [--format ark|voc|coco|seg-coco]
@@ -13,6 +13,7 @@
            [--val N] [--start N] [--pool N] [--top-k K] [--rounds R] [--algorithms A,B]
            [--seeds N] [--param K=V] [--mining-param K=V] [--infer-param K=V] [--fine-tune]
            [--enrichment-only] [--timeout S] [--image IMAGE ...]
+    hyperparams [--root DIR] [--check]
 
 ``--image`` runs the built image instead of the checkout's package, the way the platform starts
 it (``docker run`` with /in read-only, /out, an arbitrary --user, --shm-size, no command; never a
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     _verify_command(commands)
     _chain_command(commands)
     _al_loop_command(commands)
+    _hyperparams_command(commands)
     return parser
 
 
@@ -230,6 +232,19 @@ def _al_loop_command(commands: argparse._SubParsersAction) -> None:
         )
     _container_options(loop)
     loop.set_defaults(handler=_cmd_al_loop)
+
+
+def _hyperparams_command(commands: argparse._SubParsersAction) -> None:
+    """``hyperparams``: the templates' comments and the README table from the declarations."""
+    # Imported here, as the other commands' modules are: only this command needs the tasks.
+    from . import hyperparams as hyperparams_module
+
+    hyperparams = commands.add_parser(
+        "hyperparams",
+        help="write the templates' comments and the README table from tasks/hyperparams.py",
+    )
+    hyperparams_module.add_arguments(hyperparams)
+    hyperparams.set_defaults(handler=hyperparams_module.run)
 
 
 def _param_option(parser: argparse.ArgumentParser) -> None:

@@ -60,6 +60,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from ..contract.booleans import parse_bool
 from ..contract.monitor import PENDING, RUNNING, format_monitor_line
 
 LOG_NAME = "ymir-executor-out.log"
@@ -155,7 +156,8 @@ def run(
     # The log is always <work>/out/ymir-executor-out.log, whatever env.yaml says (the legacy env
     # names no log file at all).
     log_path = out_dir / LOG_NAME
-    training = _truthy(env.get("run_training"))
+    # As the executor reads the flag; one it cannot read makes the executor fail anyway.
+    training = bool(parse_bool(env.get("run_training")))
     task_id = str(env.get("task_id") or "default-task")
 
     _prepare_out(work, out_dir, log_path, training, task_id)
@@ -674,12 +676,6 @@ def _local_path(value: Any, root: Any, local_root: Path) -> Path | None:
         with contextlib.suppress(ValueError):
             return local_root / path.relative_to(Path(str(root)))
     return path
-
-
-def _truthy(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "t", "yes")
-    return bool(value)
 
 
 def _prepare_out(work: Path, out_dir: Path, log_path: Path, training: bool, task_id: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ...contract.booleans import parse_bool
 from .failure import run_outcome, verify_failure
 from .findings import Finding, finding
 from .infer import verify_infer
@@ -101,22 +102,16 @@ def verify_work_dir(
     return findings
 
 
-def _flag(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if value is None:
-        return False
-    return None
-
-
 def _tasks(
     env: dict[str, Any], env_file: Path, findings: list[Finding]
 ) -> tuple[bool, bool, bool] | None:
     """``(training, mining, infer)`` from env.yaml's run_* flags; None (and a finding) when
     they name no task the platform runs: training alone, or mining and / or infer."""
-    flags = {key: _flag(env.get(key)) for key in ("run_training", "run_mining", "run_infer")}
+    # A missing flag is false, as the executor reads it; anything but a boolean is a finding.
+    flags = {
+        key: False if env.get(key) is None else parse_bool(env.get(key))
+        for key in ("run_training", "run_mining", "run_infer")
+    }
     training, mining, infer = (flags["run_training"], flags["run_mining"], flags["run_infer"])
     if (
         None in flags.values()

@@ -34,7 +34,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,25 +42,13 @@ from mmengine.config import Config, ConfigDict
 
 from ...contract.errors import ErrorCode, ExecutorError
 from ...contract.object_types import ObjectType
+from ...contract.params import Params
 from ..openmmlab import options
 from ..openmmlab.weights import replace_sync_bn
-from .models import ModelSpec, default_model
+from .models import ModelSpec
 
 log = logging.getLogger(__name__)
 
-# The training hyper-parameters and their defaults (the img-man template is the source of the
-# defaults shown to users; these apply when a key is missing from both).
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "model": "",  # "" = the target's default model
-    "epochs": 30,
-    "batch_size_per_gpu": 8,
-    "num_workers_per_gpu": 4,
-    "learning_rate": 0.0,
-    "img_size": 640,
-    "val_interval": 1,
-    "max_keep_checkpoints": 1,
-    "cfg_options": "",
-}
 # Every scale is a multiple of this (the models' largest stride).
 SIZE_DIVISOR = 32
 # Transforms whose main scale becomes (img_size, img_size).
@@ -84,7 +72,8 @@ MIN_LINEAR_WARMUP = 10
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """The training hyper-parameters, typed and checked."""
+    """The training hyper-parameters, typed and checked (``tasks/hyperparams.py`` declares
+    them, ``img-man/training-template.yaml`` holds their defaults)."""
 
     model: str
     epochs: int
@@ -97,57 +86,19 @@ class TrainingSettings:
     cfg_options: str
 
 
-def training_settings(params: Any, object_type: int) -> TrainingSettings:
-    """The hyper-parameters from ``ctx.params`` with defaults for keys a template lacks.
+def training_settings(params: Params) -> TrainingSettings:
+    """The settings from ``ctx.params``, ``img_size`` rounded up to a multiple of the stride.
 
     Raises:
-        ExecutorError: CONFIG for values out of range (the message names the key).
+        ExecutorError: CONFIG for a value its declaration refuses (the message names the key).
     """
-    values = {}
-    for key, default in TRAINING_DEFAULTS.items():
-        value = params.get(key, default) if params is not None else default
-        values[key] = _typed(key, value, default)
-    values["model"] = values["model"].strip() or default_model(object_type).name
-    for key, minimum in (("epochs", 1), ("batch_size_per_gpu", 1), ("val_interval", 1)):
-        if values[key] < minimum:
-            raise _config_error(key, f"must be at least {minimum}, got {values[key]}")
-    if values["num_workers_per_gpu"] < 0:
-        raise _config_error(
-            "num_workers_per_gpu", f"must be >= 0, got {values['num_workers_per_gpu']}"
-        )
-    if not math.isfinite(values["learning_rate"]) or values["learning_rate"] < 0:
-        raise _config_error(
-            "learning_rate", f"must be >= 0 (0 = automatic), got {values['learning_rate']}"
-        )
+    values = {field.name: params[field.name] for field in fields(TrainingSettings)}
     size = values["img_size"]
-    if size < SIZE_DIVISOR:
-        raise _config_error("img_size", f"must be at least {SIZE_DIVISOR}, got {size}")
     if size % SIZE_DIVISOR:
         rounded = math.ceil(size / SIZE_DIVISOR) * SIZE_DIVISOR
         log.warning("img_size %d is not a multiple of %d; using %d", size, SIZE_DIVISOR, rounded)
         values["img_size"] = rounded
     return TrainingSettings(**values)
-
-
-def _typed(key: str, value: Any, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            return str(value).strip().lower() in ("1", "true", "yes", "t")
-        if isinstance(default, int):
-            number = float(value)
-            if number != int(number):
-                raise ValueError
-            return int(number)
-        if isinstance(default, float):
-            return float(value)
-        return "" if value is None else str(value)
-    except (TypeError, ValueError):
-        kind = "an integer" if isinstance(default, int) else "a number"
-        raise _config_error(key, f"must be {kind}, got {value!r}") from None
-
-
-def _config_error(key: str, reason: str) -> ExecutorError:
-    return ExecutorError(ErrorCode.CONFIG, f"hyper-parameter {key!r} {reason}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,18 +6,16 @@
 - **Payload**: the task context's part a rank needs (model package, classes, candidates,
   thresholds, loader settings) as JSON (:func:`job_payload`), turned back into a detector on
   the rank's device by :func:`job_detector`.
-- **Hyper-parameters** of both tasks, read and checked: :func:`thresholds`,
-  :func:`loader_settings`, :func:`flag`.
+- **Hyper-parameters** of both tasks (typed and checked by their declarations):
+  :func:`thresholds`, :func:`loader_settings`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import distributed
 from .detector import Detector, load_detector
 
@@ -58,55 +56,14 @@ def candidate_texts(candidates: Sequence[Any]) -> list[str]:
 
 
 def thresholds(params: Any) -> tuple[float, float | None]:
-    """``(confidence_threshold, iou_threshold)`` of a task; ``None`` keeps the config's IoU.
-
-    Raises:
-        ExecutorError: CONFIG for values outside [0, 1] (IoU: (0, 1]).
-    """
-    score_thr = _number(params, "confidence_threshold", 0.05)
-    iou = params.get("iou_threshold", None)
-    iou_thr = None if iou in (None, "") else _number(params, "iou_threshold", 0.6)
-    if not 0.0 <= score_thr <= 1.0:
-        raise ExecutorError(
-            ErrorCode.CONFIG, f"confidence_threshold must be in [0, 1], got {score_thr}"
-        )
-    if iou_thr is not None and not 0.0 < iou_thr <= 1.0:
-        raise ExecutorError(ErrorCode.CONFIG, f"iou_threshold must be in (0, 1], got {iou_thr}")
-    return score_thr, iou_thr
+    """``(confidence_threshold, iou_threshold)`` of a task (typed and range-checked by their
+    declarations); ``None`` keeps the config's IoU (mining alone declares none)."""
+    return params.confidence_threshold, params.get("iou_threshold")
 
 
 def loader_settings(params: Any) -> tuple[int, int]:
-    """``(batch_size_per_gpu, num_workers_per_gpu)``, checked."""
-    batch = int(_number(params, "batch_size_per_gpu", 8))
-    workers = int(_number(params, "num_workers_per_gpu", 2))
-    if batch < 1 or workers < 0:
-        raise ExecutorError(
-            ErrorCode.CONFIG,
-            f"batch_size_per_gpu must be >= 1 and num_workers_per_gpu >= 0, got {batch} and "
-            f"{workers}",
-        )
-    return batch, workers
-
-
-def flag(params: Any, name: str) -> bool:
-    """An optional boolean hyper-parameter that may be missing from the template."""
-    value = params.get(name, False)
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "t", "on")
-    return bool(value)
-
-
-def _number(params: Any, name: str, default: float) -> float:
-    value = params.get(name, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ExecutorError(
-            ErrorCode.CONFIG, f"hyper-parameter {name!r} must be a number, got {value!r}"
-        ) from None
-    if not math.isfinite(number):
-        raise ExecutorError(ErrorCode.CONFIG, f"hyper-parameter {name!r} must be finite")
-    return number
+    """``(batch_size_per_gpu, num_workers_per_gpu)``, typed and range-checked."""
+    return params.batch_size_per_gpu, params.num_workers_per_gpu
 
 
 # --- payload (one process, or one per rank under torchrun) ---------------------------------------
@@ -148,7 +105,7 @@ def job_payload(ctx: Any, kind: str, *, fp16: bool | None = None) -> dict:
         "iou_thr": iou_thr,
         "batch_size": batch_size,
         "workers": workers,
-        "fp16": flag(ctx.params, "fp16") if fp16 is None else bool(fp16),
+        "fp16": ctx.params.fp16 if fp16 is None else bool(fp16),
     }
 
 

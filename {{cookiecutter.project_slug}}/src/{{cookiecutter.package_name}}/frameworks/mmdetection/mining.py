@@ -58,8 +58,6 @@ from .detector import Detector, load_config, package_files
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("random", "entropy", "cald", "aldd")
-DEFAULT_ALGORITHM = "entropy"
 # Model types whose dense head gives per-location class maps that ALDD understands.
 ALDD_MODEL_TYPES = ("RTMDet", "YOLOX", "RetinaNet")
 
@@ -75,22 +73,6 @@ _PAD_VALUE = (114, 114, 114)  # the grey the detectors' pipelines pad with
 # cells of the finest level (stride 8 for the supported models: 3 cells ~ 24 px, 4 ~ 32 px).
 ALDD_AVG_POOL = 3
 ALDD_MAX_POOL = 4
-
-
-def algorithm_of(params: Any) -> str:
-    """The ``mining_algorithm`` hyper-parameter, checked.
-
-    Raises:
-        ExecutorError: CONFIG for an unknown algorithm.
-    """
-    name = str(params.get("mining_algorithm", DEFAULT_ALGORITHM) or DEFAULT_ALGORITHM)
-    name = name.strip().lower()
-    if name not in ALGORITHMS:
-        raise ExecutorError(
-            ErrorCode.CONFIG,
-            f"unknown mining_algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}",
-        )
-    return name
 
 
 def check_aldd_support(model_type: str) -> None:
@@ -116,7 +98,7 @@ def mine(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -
 
     ``fp16`` and ``world_size`` as for :func:`.inference.infer`.
     """
-    algorithm = algorithm_of(ctx.params)
+    algorithm = ctx.params.mining_algorithm  # one of the declared choices
     candidates = ctx.candidates()
     if algorithm == "random":
         _mine_random(ctx, candidates)

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+from ...contract.params import Params
 from ..openmmlab.package import pack_one_stage, write_untrained_stage
 
 # Parameter names of the prediction heads (what ``noise`` perturbs).
@@ -44,10 +45,20 @@ def untrained_stage(
 
     stage_dir = Path(stage_dir)
     spec = models.get_model(model_name, object_type)
-    settings = config.training_settings(
-        {"model": spec.name, "img_size": img_size, "epochs": 1, "num_workers_per_gpu": 0},
-        object_type,
-    )
+    # The stage of a one-epoch training run; an executor without training has no template to
+    # take these from, and only the model, the classes and img_size shape the stage.
+    stage_settings = {
+        "model": spec.name,
+        "epochs": 1,
+        "batch_size_per_gpu": 8,
+        "num_workers_per_gpu": 0,
+        "learning_rate": 0.0,
+        "img_size": img_size,
+        "val_interval": 1,
+        "max_keep_checkpoints": 1,
+        "cfg_options": "",
+    }
+    settings = config.training_settings(Params(stage_settings, {}))
     inputs = config.TrainingInputs.offline(class_names, object_type, stage_dir / "work")
     cfg = config.stage_config(config.training_config(spec, settings, inputs))
     init_default_scope("mmdet")

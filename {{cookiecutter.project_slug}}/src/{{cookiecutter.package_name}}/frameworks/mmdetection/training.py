@@ -44,7 +44,7 @@ PREPARED, TRAINED = 0.02, 0.99
 
 def run(ctx: Any) -> None:
     """Train the configured model on the task's data and write stages ``best`` / ``last``."""
-    settings = configs.training_settings(ctx.params, ctx.object_type)
+    settings = configs.training_settings(ctx.params)
     spec = models.get_model(settings.model, ctx.object_type)
     preflight.check_devices(ctx.gpu_ids)
     world_size = distributed.process_count(ctx.gpu_ids)

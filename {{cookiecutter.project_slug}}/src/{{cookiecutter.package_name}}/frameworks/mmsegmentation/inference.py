@@ -28,19 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def settings(ctx: Any) -> dict[str, Any]:
-    """The task's prediction settings (typed; built-in defaults when a template lacks a key)."""
+    """The task's prediction settings (typed and range-checked by their declarations)."""
     return {
-        "batch_size": max(1, int(_param(ctx, "batch_size_per_gpu", 4))),
-        "num_workers": max(0, int(_param(ctx, "num_workers_per_gpu", 2))),
-        "confidence_threshold": float(_param(ctx, "confidence_threshold", 0.0)),
+        "batch_size": ctx.params.batch_size_per_gpu,
+        "num_workers": ctx.params.num_workers_per_gpu,
+        "confidence_threshold": ctx.params.confidence_threshold,
     }
-
-
-def _param(ctx: Any, name: str, default: Any) -> Any:
-    value = ctx.params.get(name, default)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return default
-    return type(default)(value)
 
 
 def share_key(ctx: Any, confidence_threshold: float) -> str:

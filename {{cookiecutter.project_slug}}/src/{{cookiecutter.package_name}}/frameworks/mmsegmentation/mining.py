@@ -29,12 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...contract.errors import ErrorCode, ExecutorError
 from . import inference, jobs
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("margin", "entropy", "random")
 GRID = 16
 TOP_FRACTION = 0.1
 
@@ -67,23 +65,13 @@ def region_score(uncertainty: torch.Tensor, grid: int = GRID, top: float = TOP_F
     return float(pooled.topk(count).values.mean())
 
 
-def algorithm_name(ctx: Any) -> str:
-    name = str(ctx.params.get("mining_algorithm", "margin") or "margin").strip().lower()
-    if name not in ALGORITHMS:
-        raise ExecutorError(
-            ErrorCode.CONFIG,
-            "mining_algorithm must be one of {}, got {!r}".format(", ".join(ALGORITHMS), name),
-        )
-    return name
-
-
 def run(ctx: Any) -> None:
     """Score every candidate into ``ctx.results`` (written, sorted, by the caller)."""
-    algorithm = algorithm_name(ctx)
+    algorithm = ctx.params.mining_algorithm  # one of the declared choices
     candidates = ctx.candidates()
     with_infer = ctx.handover is not None  # inference follows in this task
     options = inference.settings(ctx)
-    seed = int(ctx.params.get("random_seed", 1) or 1)
+    seed = ctx.params.random_seed
     random_scores = np.random.RandomState(seed).random_sample(len(candidates))
     if algorithm == "random" and not with_infer:
         for path, score in zip(candidates, random_scores):

@@ -26,13 +26,14 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
 from ...contract.object_types import ObjectType
+from ...contract.params import Params
 from ..openmmlab import checkpoint as checkpoints
 from ..openmmlab import distributed, preflight, weights
 from ..openmmlab.hooks import run_training, stage_dirs, train_rank
@@ -46,25 +47,11 @@ PREPARED, TRAINED = 0.03, 0.99
 # The metrics a stage records (result.yaml); the writer adds mAP for YMIR 2.0.
 STAGE_METRICS = ("mIoU", "mAcc", "aAcc")
 
-# Built-in defaults, used only when the training template lacks a key (a hand-edited
-# template); the template is the documented source of defaults.
-DEFAULTS: dict[str, Any] = {
-    "model": models.DEFAULT_MODEL,
-    "max_iters": 2000,
-    "val_interval": 200,
-    "batch_size_per_gpu": 4,
-    "num_workers_per_gpu": 2,
-    "learning_rate": 0.0,
-    "img_size": 512,
-    "background_class": False,
-    "max_keep_checkpoints": 1,
-    "cfg_options": "",
-}
-
 
 @dataclass(frozen=True)
 class Settings:
-    """The training hyper-parameters, typed and checked."""
+    """The training hyper-parameters, typed and checked (``tasks/hyperparams.py`` declares
+    them, ``img-man/training-template.yaml`` holds their defaults)."""
 
     model: str
     max_iters: int
@@ -78,61 +65,13 @@ class Settings:
     cfg_options: str
 
 
-def settings(params: Any) -> Settings:
+def settings(params: Params) -> Settings:
     """Typed training settings from ``ctx.params``.
 
     Raises:
-        ExecutorError: CONFIG for a value out of range.
+        ExecutorError: CONFIG for a value its declaration refuses (the message names the key).
     """
-    values = {name: _typed(params, name, default) for name, default in DEFAULTS.items()}
-    result = Settings(**values)
-    for name in ("max_iters", "val_interval", "batch_size_per_gpu", "max_keep_checkpoints"):
-        if getattr(result, name) < 1:
-            raise _config_error(name, "must be 1 or more", getattr(result, name))
-    if result.num_workers_per_gpu < 0:
-        raise _config_error("num_workers_per_gpu", "must be 0 or more", result.num_workers_per_gpu)
-    if result.learning_rate < 0:
-        raise _config_error("learning_rate", "must be >= 0 (0: automatic)", result.learning_rate)
-    if result.img_size < 32:
-        raise _config_error("img_size", "must be 32 or more", result.img_size)
-    return result
-
-
-def _typed(params: Any, name: str, default: Any) -> Any:
-    # ctx.params already types the keys the template declares; this covers a template that
-    # lacks one (the built-in default applies) and keeps the types right either way.
-    value = params.get(name, default)
-    if value is None:
-        return default
-    if isinstance(default, str):
-        return str(value)
-    if isinstance(value, str) and not value.strip():
-        return default
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "t", "yes", "y", "on"):
-                return True
-            if text in ("0", "false", "f", "no", "n", "off"):
-                return False
-            raise ValueError(text)
-        if isinstance(value, bool):
-            raise ValueError(value)
-        number = float(value)
-        if isinstance(default, int):
-            if number != int(number):
-                raise ValueError(value)
-            return int(number)
-        return number
-    except (TypeError, ValueError):
-        kind = {bool: "boolean", int: "integer", float: "number"}[type(default)]
-        raise _config_error(name, f"must be a {kind}", value) from None
-
-
-def _config_error(name: str, what: str, value: Any) -> ExecutorError:
-    return ExecutorError(ErrorCode.CONFIG, f"hyper-parameter {name!r} {what}, got {value!r}")
+    return Settings(**{field.name: params[field.name] for field in fields(Settings)})
 
 
 def run(ctx: Any) -> None:
