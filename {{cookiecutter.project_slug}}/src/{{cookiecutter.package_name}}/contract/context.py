@@ -19,6 +19,7 @@ from . import dataset, images, models, tensorboard
 from .candidates import CandidateList
 from .env import Env
 from .errors import ErrorCode, ExecutorError
+from .handover import PredictionHandover
 from .object_types import ObjectType
 from .params import Params
 from .results import DetectionResult, MiningResult, SegmentationResult, TrainingResult
@@ -42,6 +43,9 @@ class TaskContext:
     progress: Callable[[float], None]
     results: Any
     model: models.ModelPackage
+    # Mining's predictions for the inference that follows in the same task; None unless the
+    # task runs both (see contract/handover.py).
+    handover: PredictionHandover | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property

@@ -6,8 +6,8 @@ The contract, whatever the model:
 - progress goes to ``ctx.progress(fraction)`` (0..1 of this task's share of ``monitor.txt``);
 - training curves go to ``ctx.tensorboard.add_scalars({tag: value}, step)`` (event files in the
   folder YMIR shows in its TensorBoard): the loss as it trains, the metrics of every stage;
-- each model stage's files are saved under ``ctx.env.output.models_dir / <stage>/`` (flat in
-  ``models_dir`` on the legacy protocol, ``ctx.legacy``) and registered with
+- each model stage's files are saved in ``ctx.results.stage_dir(stage)`` (the folder the
+  platform packs that stage from) and registered with
   ``ctx.results.add_stage(stage, files, metrics)``: file names relative to that folder, metrics
   computed on the validation set, floats in [0, 1], including the target's main metric (``mAP``
   for detection, ``maskAP`` for instance segmentation, ``mIoU`` for semantic segmentation).
@@ -41,8 +41,7 @@ def train(ctx: Any) -> None:
     train_items = ctx.train_items()
     val_items = ctx.val_items()
     num_classes = len(ctx.class_names)
-    models_dir = ctx.env.output.models_dir
-    stage_dir = models_dir if ctx.legacy else models_dir / STAGE
+    stage_dir = ctx.results.stage_dir(STAGE)
     log.info("training on %d images, validating on %d", len(train_items), len(val_items))
 
     # ---- REPLACE ME: plug your model in here ------------------------------------------------

@@ -69,7 +69,7 @@ def run(ctx: Any) -> None:
     """Score every candidate into ``ctx.results`` (written, sorted, by the caller)."""
     algorithm = ctx.params.mining_algorithm  # one of the declared choices
     candidates = ctx.candidates()
-    with_infer = bool(ctx.env.run_infer)
+    with_infer = ctx.handover is not None  # inference follows in this task
     options = inference.settings(ctx)
     seed = ctx.params.random_seed
     random_scores = np.random.RandomState(seed).random_sample(len(candidates))
@@ -98,7 +98,7 @@ def run(ctx: Any) -> None:
         rows.remove()
         raise
     if with_infer:
-        inference.share(ctx, rows, options["confidence_threshold"])
+        ctx.handover.keep(inference.share_key(ctx, options["confidence_threshold"]), rows)
     else:
         rows.remove()
     log.info(
