@@ -4,13 +4,13 @@ For every model (default: those of this executor's target) the same untrained mo
 the same images and the same batch size go through three paths, interleaved round after
 round so that a noisy machine slows all of them alike:
 
-- **executor**: what ``infer`` runs, ``inference.predict_batches`` (a DataLoader with
+- **executor**: what ``infer`` runs, ``predictor.predict_batches`` (a DataLoader with
   ``--workers`` processes decoding and transforming the next batches while the model runs)
   plus the conversion into result-writer form (boxes; masks as compressed RLE);
 - **per-image**: a loop of ``mmdet.apis.inference_detector`` over the image files, one image
   per forward pass, as the public YMIR MMDetection executor infers (with the same conversion
   into result-writer form), on the model as ``init_detector`` leaves it: on the CPU the
-  executor's model computes channels-last (``inference.use_channels_last``), this one in
+  executor's model computes channels-last (``detector.use_channels_last``), this one in
   PyTorch's default layout;
 - **bare forward**: the limit, the model's ``predict`` alone on batches that were decoded,
   transformed, normalised and moved to the device beforehand.
@@ -43,7 +43,8 @@ from PIL import Image, ImageDraw
 from {{ cookiecutter.package_name }}.contract.models import load_model_package, unpack_model
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
-from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, models, package
+from {{ cookiecutter.package_name }}.frameworks.mmdetection import models, package, predictor
+from {{ cookiecutter.package_name }}.frameworks.mmdetection.detector import load_detector
 from {{ cookiecutter.package_name }}.frameworks.openmmlab import distributed
 
 CLASS_NAMES = ["rect", "ellipse", "triangle"]
@@ -96,10 +97,10 @@ def executor_path(detector, items, batch_size: int, workers: int) -> float:
     """Seconds for the executor's batched path over ``items`` (predictions in writer form)."""
     started = clock()
     count = 0
-    for output in inference.predict_batches(
+    for output in predictor.predict_batches(
         detector, items, batch_size=batch_size, workers=workers
     ):
-        inference.to_prediction(detector, output)
+        predictor.to_prediction(detector, output)
         count += 1
     synchronize(detector.device)
     assert count == len(items)
@@ -115,8 +116,8 @@ def per_image_path(detector, paths, pipeline) -> float:
         sample = inference_detector(detector.model, str(path), test_pipeline=pipeline)
         # The same conversion into result-writer form as the executor's path.
         height, width = sample.metainfo["ori_shape"][:2]
-        output = inference.BatchOutput(index, str(path), (width, height), [sample])
-        inference.to_prediction(detector, output)
+        output = predictor.BatchOutput(index, str(path), (width, height), [sample])
+        predictor.to_prediction(detector, output)
     synchronize(detector.device)
     return clock() - started
 
@@ -125,8 +126,8 @@ def bare_batches(detector, items, batch_size: int) -> list:
     """Decoded, transformed, normalised batches already on the device."""
     import torch
 
-    pipeline = inference.test_pipeline(detector.cfg)
-    dataset = inference.CandidateDataset(items, pipeline)
+    pipeline = predictor.test_pipeline(detector.cfg)
+    dataset = predictor.CandidateDataset(items, pipeline)
     batches = []
     for start in range(0, len(items), batch_size):
         views = [
@@ -175,7 +176,7 @@ def measure(args, spec, object_type: int, work: Path, paths: list) -> dict:
     installed = load_model_package(work / f"{spec.name}-models", files)
 
     def load(**layout):
-        return inference.load_detector(
+        return load_detector(
             installed,
             spec.object_type,
             CLASS_NAMES,
@@ -207,7 +208,7 @@ def measure(args, spec, object_type: int, work: Path, paths: list) -> dict:
     return speed
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--models", default="", help="comma-separated names (default: this target's)"
@@ -235,7 +236,21 @@ def main(argv=None) -> int:
         default="wall",
         help="cpu: CPU seconds instead of wall time (a shared CPU machine; blind to overlap)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _model_specs(models_option: str, object_type: int) -> list:
+    """The models ``--models`` names ("all": every offered one; default: this target's)."""
+    names = [name.strip() for name in models_option.split(",") if name.strip()]
+    if names == ["all"]:
+        return list(models.MODELS.values())
+    if names:
+        return [models.get_model(name) for name in names]
+    return models.models_for(object_type)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     CLOCK["name"] = args.clock
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -245,13 +260,7 @@ def main(argv=None) -> int:
     if args.device == "cuda":
         args.device = "cuda:0"
     object_type = manifest_object_type(default_img_man())
-    names = [name.strip() for name in args.models.split(",") if name.strip()]
-    if names == ["all"]:
-        specs = list(models.MODELS.values())
-    elif names:
-        specs = [models.get_model(name) for name in names]
-    else:
-        specs = models.models_for(object_type)
+    specs = _model_specs(args.models, object_type)
     if args.device.startswith("cuda"):
         hardware = torch.cuda.get_device_name(torch.device(args.device))
     else:

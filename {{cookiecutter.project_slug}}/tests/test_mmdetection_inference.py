@@ -31,7 +31,12 @@ from {{ cookiecutter.package_name }}.contract.models import load_model_package, 
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.chain import chain, read_monitor_state
 from {{ cookiecutter.package_name }}.devkit.synth import CLASS_NAMES, default_img_man, synthesize
-from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, models
+from {{ cookiecutter.package_name }}.frameworks.mmdetection import models, predictor
+from {{ cookiecutter.package_name }}.frameworks.mmdetection.detector import (
+    enable_fp16,
+    load_detector,
+    use_channels_last,
+)
 from {{ cookiecutter.package_name }}.frameworks.openmmlab import distributed
 
 pytestmark = pytest.mark.slow
@@ -142,9 +147,7 @@ def test_fp16_on_the_cpu_is_ignored_and_says_so(tmp_path_factory, tmp_path: Path
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
 def test_thresholds_reach_the_heads(tmp_path_factory, tmp_path: Path, model_name: str) -> None:
     package = installed_package(tmp_path_factory, tmp_path, model_name)
-    detector = inference.load_detector(
-        package, OBJECT_TYPE, CLASS_NAMES, score_thr=0.25, iou_thr=0.45
-    )
+    detector = load_detector(package, OBJECT_TYPE, CLASS_NAMES, score_thr=0.25, iou_thr=0.45)
     model = detector.model
     test_cfg = model.roi_head.test_cfg if hasattr(model, "roi_head") else model.bbox_head.test_cfg
     assert test_cfg["score_thr"] == 0.25
@@ -208,13 +211,11 @@ def test_fp16_keeps_nms_in_float32(
 
     monkeypatch.setattr(nms_module, "nms", recording_nms)
     package = installed_package(tmp_path_factory, tmp_path, model_name)
-    detector = inference.load_detector(
-        package, OBJECT_TYPE, CLASS_NAMES, score_thr=0.001, fp16=True
-    )
+    detector = load_detector(package, OBJECT_TYPE, CLASS_NAMES, score_thr=0.001, fp16=True)
     # The fp16 hyper-parameter is for GPUs: the CPU keeps full precision...
     assert not getattr(detector.model.backbone, "_ymir_fp16", False)
     # ... but the mechanism a GPU uses runs on the CPU too, and is tested here.
-    inference.enable_fp16(detector.model, "cpu")
+    enable_fp16(detector.model, "cpu")
     if hasattr(detector.model, "roi_head"):
         # Half-precision kernels are slow on the CPU: keep the two-stage heads' RoIs few.
         detector.model.rpn_head.test_cfg["max_per_img"] = 20
@@ -226,13 +227,13 @@ def test_fp16_keeps_nms_in_float32(
     first_conv.register_forward_hook(lambda module, inputs, output: half.append(output.dtype))
     syn = synthesize(tmp_path / "work", "infer", OBJECT_TYPE, num_candidates=2)
     outputs = list(
-        inference.predict_batches(
+        predictor.predict_batches(
             detector, list(enumerate(syn.candidates)), batch_size=2, workers=0
         )
     )
     assert half and all(dtype == torch.float16 for dtype in half)
     assert seen and all(pair == (torch.float32, torch.float32) for pair in seen)
-    assert any(inference.to_prediction(detector, output).boxes for output in outputs)
+    assert any(predictor.to_prediction(detector, output).boxes for output in outputs)
 
 
 @requires("infer")
@@ -248,12 +249,12 @@ def test_channels_last_computes_what_nchw_computes(
 
     package = installed_package(tmp_path_factory, tmp_path, model_name)
     nhwc, nchw = (
-        inference.load_detector(package, OBJECT_TYPE, CLASS_NAMES, "cpu", channels_last=flag)
+        load_detector(package, OBJECT_TYPE, CLASS_NAMES, "cpu", channels_last=flag)
         for flag in (True, False)
     )
     syn = synthesize(tmp_path / "work", "infer", OBJECT_TYPE, num_candidates=2)
-    dataset = inference.CandidateDataset(
-        list(enumerate(syn.candidates)), inference.test_pipeline(nchw.cfg)
+    dataset = predictor.CandidateDataset(
+        list(enumerate(syn.candidates)), predictor.test_pipeline(nchw.cfg)
     )
     views = [dataset[position]["views"][0] for position in range(len(dataset))]
     with torch.no_grad():
@@ -302,7 +303,7 @@ def test_channels_last_keeps_mmcv_ops_on_nchw() -> None:
             model[1].conv_offset.weight.normal_(0, 0.5)  # zero offsets would hide a misread
             inputs = torch.randn(2, 3, 16, 16)
             expected = model(inputs)
-            inference.use_channels_last(model)
+            use_channels_last(model)
             assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
             torch.testing.assert_close(model(inputs), expected, rtol=1e-4, atol=1e-5)
 
@@ -326,15 +327,15 @@ def test_loader_workers_predict_what_the_executor_process_predicts(
     to spare cores, often none) give the same predictions, an unreadable image included."""
     monkeypatch.setattr(distributed, "loader_workers", lambda requested, cuda: requested)
     package = installed_package(tmp_path_factory, tmp_path, DEFAULT_MODEL)
-    detector = inference.load_detector(package, OBJECT_TYPE, CLASS_NAMES, score_thr=0.001)
+    detector = load_detector(package, OBJECT_TYPE, CLASS_NAMES, score_thr=0.001)
     syn = synthesize(tmp_path / "work", "infer", OBJECT_TYPE, num_candidates=3)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(CORRUPT_JPEG)
     items = list(enumerate([*syn.candidates, broken]))
 
     def predict(workers: int) -> list:
-        outputs = inference.predict_batches(detector, items, batch_size=2, workers=workers)
-        return [inference.to_prediction(detector, output).to_json() for output in outputs]
+        outputs = predictor.predict_batches(detector, items, batch_size=2, workers=workers)
+        return [predictor.to_prediction(detector, output).to_json() for output in outputs]
 
     in_process, in_worker = predict(0), predict(1)
     assert in_worker[-1]["error"] and not in_worker[0]["error"]

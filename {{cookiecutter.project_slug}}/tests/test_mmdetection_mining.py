@@ -30,7 +30,7 @@ from {{ cookiecutter.package_name }}.__main__ import main
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.chain import read_monitor_state
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
-from {{ cookiecutter.package_name }}.frameworks.mmdetection import inference, mining, models
+from {{ cookiecutter.package_name }}.frameworks.mmdetection import mining, models, predictor
 from {{ cookiecutter.package_name }}.frameworks.openmmlab import distributed
 
 # The tests that run a model through the entrypoint (the score functions' tests are quick).
@@ -264,14 +264,14 @@ def sample(boxes, scores, labels) -> DetDataSample:
     return data
 
 
-def cald_output(scores, view) -> inference.BatchOutput:
+def cald_output(scores, view) -> predictor.BatchOutput:
     """The original view and one per augmentation, each made by ``view(moved boxes, name)``."""
     samples = [sample(BOXES, scores, LABELS)]
     for name in mining.CALD_AUGMENTATIONS:
         matrix = mining.augmentation_matrix(name, WIDTH, HEIGHT)
         moved = mining.transform_boxes(BOXES, matrix, WIDTH, HEIGHT)
         samples.append(sample(*view(moved, np.asarray(scores), name)))
-    return inference.BatchOutput(index=0, path="x.jpg", size=(WIDTH, HEIGHT), samples=samples)
+    return predictor.BatchOutput(index=0, path="x.jpg", size=(WIDTH, HEIGHT), samples=samples)
 
 
 def test_cald_ranks_inconsistent_views_above_consistent_ones() -> None:
@@ -305,7 +305,7 @@ def test_cald_ranks_inconsistent_views_above_consistent_ones() -> None:
     slightly = mining.cald_score(cald_output(scores, lambda m, s, n: (m + 3.0, s, LABELS)))
     assert consistent < slightly < mining.cald_score(cald_output(scores, boxes_move))
     # No detection in the original view: nothing to be inconsistent about.
-    empty = inference.BatchOutput(
+    empty = predictor.BatchOutput(
         index=0,
         path="x.jpg",
         size=(WIDTH, HEIGHT),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }}.contract.results import TrainingResult
 from {{ cookiecutter.package_name }}.frameworks.openmmlab import checkpoint
 from {{ cookiecutter.package_name }}.frameworks.openmmlab.distributed import Channel
 from {{ cookiecutter.package_name }}.frameworks.openmmlab.failures import NonFiniteLossError
@@ -16,6 +18,7 @@ from {{ cookiecutter.package_name }}.frameworks.openmmlab.hooks import (
     detection_metrics,
     instance_metrics,
     semantic_metrics,
+    stage_dirs,
 )
 
 COCO = {
@@ -78,14 +81,17 @@ class Events(Channel):
 
 def make_hook(tmp_path: Path, legacy: bool = False) -> tuple[YmirTrainingHook, Events]:
     channel = Events()
+    output = SimpleNamespace(
+        models_dir=tmp_path / "models", training_result_file=tmp_path / "models" / "result.yaml"
+    )
+    results = TrainingResult(output, 2, legacy=legacy)
     hook = YmirTrainingHook(
         channel,
-        models_dir=tmp_path / "models",
+        stage_dirs=stage_dirs(SimpleNamespace(results=results)),
         object_type=2,
         meta={"class_names": ["a", "b"], "executor_version": "0.1.0", "object_type": 2},
         config_text="model = dict(type='X')\n",
         evaluate_config={"conf_thr": 0.05, "iou_thr": 0.5},
-        legacy=legacy,
         progress_range=(0.1, 0.9),
     )
     return hook, channel

@@ -253,6 +253,18 @@ def test_legacy_needs_flat_files_and_detection(out):
         TrainingResult(out, 3, legacy=True)
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_stage_dir_is_where_add_stage_looks(out, legacy):
+    writer = TrainingResult(out, 2, legacy=legacy)
+    folder = writer.stage_dir("best")
+    assert folder == (out.models_dir if legacy else out.models_dir / "best")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.json").write_text("{}", encoding="utf-8")
+    writer.add_stage("best", ["model.json"], dict(mAP=0.5), timestamp=1)
+    assert writer.best_stage_name == "best"
+    assert writer.stage_dir(3) == (out.models_dir if legacy else out.models_dir / "stage_3")
+
+
 def test_bad_constructor_arguments(out):
     for args in ((5, False), (2, False, 0)):
         with pytest.raises(ValueError):

@@ -42,6 +42,7 @@ from {{ cookiecutter.package_name }}.devkit.verify import (
     verify_training,
     verify_work_dir,
 )
+from {{ cookiecutter.package_name }}.devkit.verify.segmentation import rle_runs, runs_to_mask
 
 CLASS_NAMES = ["dog", "cat", "person"]
 MODERN_ENV = dict(protocol_version="1.1.0")
@@ -1467,11 +1468,11 @@ def test_rle_decoder_matches_pycocotools():
     for height, width in ((1, 1), (5, 9), (48, 64), (31, 17)):
         mask = rng.random((height, width)) > 0.6
         rle = encode_rle(mask)
-        runs = verify._rle_runs(rle["counts"])
+        runs = rle_runs(rle["counts"])
         assert sum(runs) == height * width
-        assert (verify._runs_to_mask(runs, height, width) == mask).all()
-    assert verify._rle_runs("!!") is None  # outside the alphabet
-    assert verify._rle_runs("o") is None  # a continuation bit at the end
+        assert (runs_to_mask(runs, height, width) == mask).all()
+    assert rle_runs("!!") is None  # outside the alphabet
+    assert rle_runs("o") is None  # a continuation bit at the end
 
 
 # -- reporting ------------------------------------------------------------------------------

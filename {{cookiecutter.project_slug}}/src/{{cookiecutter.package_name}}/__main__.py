@@ -22,6 +22,7 @@ from .contract import context, models
 from .contract import env as env_module
 from .contract import params as params_module
 from .contract.errors import ErrorCode, ExecutorError
+from .contract.handover import PredictionHandover
 from .contract.hyperparams import by_precedence, declared_for
 from .contract.monitor import Monitor
 from .contract.object_types import ObjectType
@@ -100,6 +101,10 @@ def execute(env: env_module.Env, monitor: Monitor) -> None:
     params = task_params(img_man, config, tasks, object_type)
     class_names = context.class_names_from(config)
     gpu_ids = context.gpu_ids_from(config)
+    # Mining then inference in one task: what mining predicted reaches inference through here.
+    handover: PredictionHandover[Any] | None = None
+    if {"mining", "infer"} <= set(tasks):
+        handover = PredictionHandover()
 
     for index, task in enumerate(tasks):
         model_key = "pretrained_model_params" if task == "training" else "model_params_path"
@@ -116,6 +121,7 @@ def execute(env: env_module.Env, monitor: Monitor) -> None:
             gpu_ids=gpu_ids,
             progress=monitor.subrange(index / len(tasks), (index + 1) / len(tasks)),
             model=model,
+            handover=handover,
         )
         log.info("%s started on %s with %d classes", task, ctx.device, len(class_names))
         functions[task](ctx)

@@ -29,6 +29,7 @@ from . import dataset, images, models, tensorboard
 from .candidates import CandidateList
 from .env import Env
 from .errors import ErrorCode, ExecutorError
+from .handover import PredictionHandover
 from .object_types import ObjectType
 from .params import Params
 from .results import DetectionResult, MiningResult, SegmentationResult, TrainingResult
@@ -108,8 +109,8 @@ class TrainingContext(TaskContext):
     - progress goes to ``ctx.progress(fraction)``; training curves go to
       ``ctx.tensorboard.add_scalars({tag: value}, step)``: the loss as it trains, the metrics
       of every stage;
-    - each model stage's files are saved under ``ctx.env.output.models_dir / <stage>/`` (flat
-      in ``models_dir`` on the legacy protocol) and registered with
+    - each model stage's files are saved in ``ctx.results.stage_dir(stage)`` (the folder the
+      platform packs that stage from) and registered with
       ``ctx.results.add_stage(stage, files, metrics)``: file names relative to that folder,
       metrics computed on the validation set, floats in [0, 1], including the target's main
       metric (``ctx.object_type.main_metric``: ``mAP`` for detection, ``maskAP`` for instance
@@ -170,6 +171,10 @@ class CandidateContext(TaskContext):
 
     candidate_list: CandidateList
     """The candidate index's images; read them with :meth:`candidates` or :meth:`images`."""
+
+    handover: PredictionHandover | None
+    """Mining's predictions for the inference that follows in the same task (both contexts get
+    the same one); None unless the task runs both (see contract/handover.py)."""
 
     def candidates(self) -> CandidateList:
         """The images to mine or infer (``Path`` objects), in the order of the candidate index.
@@ -311,8 +316,10 @@ def build(
     gpu_ids: list[int],
     progress: Callable[[float], None],
     model: models.ModelPackage,
+    handover: PredictionHandover | None = None,
 ) -> TrainingContext | MiningContext | InferenceContext:
-    """The context of ``task``, with the validated writer of the task's output file."""
+    """The context of ``task``, with the validated writer of the task's output file;
+    ``handover`` goes to mining and inference (training has no use for it)."""
     if task == "training":
         return TrainingContext(
             env=env,
@@ -339,6 +346,7 @@ def build(
             progress=progress,
             model=model,
             candidate_list=candidates,
+            handover=handover,
             results=MiningResult(env.output, candidates),
         )
     results: InferenceResult
@@ -356,5 +364,6 @@ def build(
         progress=progress,
         model=model,
         candidate_list=candidates,
+        handover=handover,
         results=results,
     )

@@ -199,6 +199,13 @@ class TrainingResult:
 
     # -- public API ---------------------------------------------------------------------
 
+    def stage_dir(self, name: str) -> Path:
+        """The folder to save stage ``name``'s files into: ``models_dir/<name>/``, or
+        ``models_dir`` itself on the legacy protocol, where YMIR 1.1 extracts a single model,
+        flat (docs/protocol.md#training-result). Frameworks that keep a ``last`` and a ``best``
+        stage get one folder for both there: only the best fits."""
+        return self.models_dir if self.legacy else self.models_dir / _stage_name(name)
+
     @property
     def best_stage_name(self) -> str | None:
         """The stage with the highest main metric (newest on ties); ``None`` before any stage."""

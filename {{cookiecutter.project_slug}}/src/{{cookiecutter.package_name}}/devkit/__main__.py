@@ -64,7 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    _synth_command(commands)
+    _run_command(commands)
+    _verify_command(commands)
+    _chain_command(commands)
+    _al_loop_command(commands)
+    _hyperparams_command(commands)
+    return parser
 
+
+def _synth_command(commands: argparse._SubParsersAction) -> None:
+    """``synth``: a YMIR-shaped ``<work>/in`` and an empty ``<work>/out``."""
     synth = commands.add_parser("synth", help="write a YMIR-shaped <work>/in and empty <work>/out")
     synth.add_argument("--work", required=True, type=Path, help="work dir (created)")
     synth.add_argument("--task", required=True, choices=synth_module.TASKS)
@@ -119,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     _param_option(synth)
     synth.set_defaults(handler=_cmd_synth)
 
+
+def _run_command(commands: argparse._SubParsersAction) -> None:
+    """``run``: the executor on a work dir, like the platform."""
     run = commands.add_parser("run", help="run the executor on <work> like the platform")
     run.add_argument("--work", required=True, type=Path)
     run.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
@@ -126,10 +139,16 @@ def _parser() -> argparse.ArgumentParser:
     _container_options(run)
     run.set_defaults(handler=_cmd_run)
 
+
+def _verify_command(commands: argparse._SubParsersAction) -> None:
+    """``verify``: a work dir's ``out`` against the platform's rules."""
     verify = commands.add_parser("verify", help="check <work>/out against the platform's rules")
     verify.add_argument("--work", required=True, type=Path)
     verify.set_defaults(handler=_cmd_verify)
 
+
+def _chain_command(commands: argparse._SubParsersAction) -> None:
+    """``chain``: train -> package -> infer, mine, mine+infer."""
     chain = commands.add_parser("chain", help="train -> package -> infer, mine, mine+infer")
     chain.add_argument("--work", required=True, type=Path, help="base dir (created)")
     chain.add_argument(
@@ -154,6 +173,9 @@ def _parser() -> argparse.ArgumentParser:
     _container_options(chain)
     chain.set_defaults(handler=_cmd_chain)
 
+
+def _al_loop_command(commands: argparse._SubParsersAction) -> None:
+    """``al-loop``: the active-learning cycle per mining algorithm."""
     loop = commands.add_parser(
         "al-loop",
         help="the active-learning cycle: train, mine top-k, label, train ... per algorithm",
@@ -211,6 +233,9 @@ def _parser() -> argparse.ArgumentParser:
     _container_options(loop)
     loop.set_defaults(handler=_cmd_al_loop)
 
+
+def _hyperparams_command(commands: argparse._SubParsersAction) -> None:
+    """``hyperparams``: the templates' comments and the README table from the declarations."""
     # Imported here, as the other commands' modules are: only this command needs the tasks.
     from . import hyperparams as hyperparams_module
 
@@ -220,7 +245,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     hyperparams_module.add_arguments(hyperparams)
     hyperparams.set_defaults(handler=hyperparams_module.run)
-    return parser
 
 
 def _param_option(parser: argparse.ArgumentParser) -> None:

@@ -73,7 +73,7 @@ _LEGACY_STEPS: tuple[tuple[str, str, dict], ...] = (
 _TRAINING_ONLY = ("annotation_format", "num_train", "num_val", "pretrained")
 _CANDIDATES_ONLY = ("num_candidates", "images_dir", "model_stage")
 OBJECT_TYPE_ERROR = 300005
-# Findings only a run can produce (verify.py checks the files; these check the process).
+# Findings only a run can produce (the verifier checks the files; these check the process).
 RUN_TIMEOUT = "RUN001"  # the executor did not finish in time
 RUN_IN_WRITTEN = "RUN002"  # it wrote under in/, which is a read-only mount on the platform
 RUN_HOME_WRITTEN = "RUN003"  # it created HOME (arbitrary uid without a passwd entry)
@@ -189,20 +189,9 @@ def chain(
     registration_step = None
     if image:
         run_options.update(image=image, user=user, shm_size=shm_size, docker=docker)
-        started = time.monotonic()
-        registration = register(image, base / "registered-img-man", docker=docker)
-        registration_step = ChainStep(
-            "registration",
-            ok=registration.ok,
-            work_dir=registration.img_man,
-            note="; ".join(registration.problems)
-            or "{}: object_type {}, tasks {}".format(
-                image, registration.object_type, ", ".join(registration.tasks)
-            ),
-            duration=time.monotonic() - started,
-        )
+        registration_step, registered_img_man = _registration_step(image, base, docker)
         if img_man is None:
-            img_man = registration.img_man
+            img_man = registered_img_man
     img_man_dir = Path(img_man) if img_man is not None else synth_module.default_img_man()
     if registration_step is not None and not registration_step.ok:
         report = ChainReport(base_dir=base, protocol=protocol, object_type=object_type or 0)
@@ -213,99 +202,154 @@ def chain(
     tasks = supported_tasks(img_man_dir)
     if not tasks:
         raise ValueError(f"{img_man_dir} declares no task (no template parses to a mapping)")
-    cache = base / "asset_cache"
     report = ChainReport(base_dir=base, protocol=protocol, object_type=object_type)
     if registration_step is not None:
         report.steps.append(registration_step)
-    common = {k: v for k, v in synth_options.items() if k not in _TRAINING_ONLY + _CANDIDATES_ONLY}
-    training_options = {k: v for k, v in synth_options.items() if k in _TRAINING_ONLY}
-    candidate_options = {k: v for k, v in synth_options.items() if k in _CANDIDATES_ONLY}
-    # YMIR 1.1 had no segmentation: the executor's first task must refuse with 300005
-    expect_refusal = protocol == "legacy" and ObjectType(object_type).segmentation
-
-    tar = base / MODEL_TAR
+    excluded = _TRAINING_ONLY + _CANDIDATES_ONLY
+    steps = _ChainSteps(
+        base=base,
+        protocol=protocol,
+        object_type=object_type,
+        img_man=img_man_dir,
+        report=report,
+        run_options=run_options,
+        timeout=timeout,
+        common={k: v for k, v in synth_options.items() if k not in excluded},
+        training_options={k: v for k, v in synth_options.items() if k in _TRAINING_ONLY},
+        candidate_options={k: v for k, v in synth_options.items() if k in _CANDIDATES_ONLY},
+        # YMIR 1.1 had no segmentation: the executor's first task must refuse with 300005
+        expect_refusal=protocol == "legacy" and ObjectType(object_type).segmentation,
+    )
     if "training" in tasks and model is None:
-        # 1. training
-        work = base / "training"
+        packaged = steps.train_and_package()
+    elif not tasks & {"mining", "infer"}:
+        return report  # a training-only executor given a model: nothing to chain
+    else:
+        packaged = steps.package_without_training(model, seed=synth_options.get("seed", 0))
+    if packaged:
+        steps.run_model_tasks(tasks)
+    return report
+
+
+def _registration_step(image: str, base: Path, docker: str) -> tuple[ChainStep, Path]:
+    """Read the image's ``/img-man`` the way YMIR does when the image is added."""
+    started = time.monotonic()
+    registration = register(image, base / "registered-img-man", docker=docker)
+    step = ChainStep(
+        "registration",
+        ok=registration.ok,
+        work_dir=registration.img_man,
+        note="; ".join(registration.problems)
+        or "{}: object_type {}, tasks {}".format(
+            image, registration.object_type, ", ".join(registration.tasks)
+        ),
+        duration=time.monotonic() - started,
+    )
+    return step, registration.img_man
+
+
+@dataclass
+class _ChainSteps:
+    """The steps of one chain after registration, appending to ``report`` as they run."""
+
+    base: Path
+    protocol: str
+    object_type: int
+    img_man: Path
+    report: ChainReport
+    run_options: dict[str, Any]
+    timeout: float | None
+    common: dict[str, Any]
+    training_options: dict[str, Any]
+    candidate_options: dict[str, Any]
+    expect_refusal: bool
+    package: Path | None = None  # the model package tar the mining / infer steps install
+
+    @property
+    def cache(self) -> Path:
+        return self.base / "asset_cache"
+
+    def train_and_package(self) -> bool:
+        """1. training, 2. package like the platform; whether a model package came out."""
+        work = self.base / "training"
         started = time.monotonic()
         synth_module.synthesize(
             work,
             "training",
-            object_type,
-            protocol=protocol,
-            img_man=img_man_dir,
-            assets_cache=cache,
-            **common,
-            **training_options,
+            self.object_type,
+            protocol=self.protocol,
+            img_man=self.img_man,
+            assets_cache=self.cache,
+            **self.common,
+            **self.training_options,
         )
-        result = run(work, timeout=timeout, **run_options)
-        if expect_refusal:
-            report.steps.append(_expected_object_type_failure("training", work, result, started))
-            return report
+        result = run(work, timeout=self.timeout, **self.run_options)
+        if self.expect_refusal:
+            self.report.steps.append(
+                _expected_object_type_failure("training", work, result, started)
+            )
+            return False
         step = task_step("training", work, result, started)
-        report.steps.append(step)
+        self.report.steps.append(step)
         if not step.ok:
-            return report
+            return False
 
-        # 2. package like the platform
         started = time.monotonic()
+        self.package = self.base / MODEL_TAR
         try:
             stage = synth_module.package_training_output(
-                work / "out" / "models" / "result.yaml", tar, work / "in" / "config.yaml"
+                work / "out" / "models" / "result.yaml", self.package, work / "in" / "config.yaml"
             )
         except Exception as error:  # any failure here is the platform's 160011 "no result"
-            report.steps.append(
-                ChainStep(
-                    "package",
-                    ok=False,
-                    note=f"packaging failed: {error}",
-                    duration=time.monotonic() - started,
-                )
-            )
-            return report
-        note = f"stage {stage!r} -> {tar.name}"
-    elif not tasks & {"mining", "infer"}:
-        return report  # a training-only executor given a model: nothing to chain
-    else:
+            return self._package_step(False, f"packaging failed: {error}", started)
+        return self._package_step(True, f"stage {stage!r} -> {self.package.name}", started)
+
+    def package_without_training(self, model: str | os.PathLike | None, seed: int) -> bool:
+        """The given model package (or training work dir), else the stub baseline fitted
+        in-process; whether a model package came out."""
         started = time.monotonic()
         try:
             if model is not None:
-                tar = synth_module.model_package(Path(model), base)
-                note = f"given model {tar}"
+                self.package = synth_module.model_package(Path(model), self.base)
+                note = f"given model {self.package}"
             else:
+                self.package = self.base / MODEL_TAR
                 stage = baseline_package(
-                    base, tar, object_type, img_man_dir, cache, seed=synth_options.get("seed", 0)
+                    self.base, self.package, self.object_type, self.img_man, self.cache, seed=seed
                 )
                 note = (
                     f"no training task: the stub baseline fitted in-process, stage {stage!r} -> "
-                    f"{tar.name}"
+                    f"{self.package.name}"
                 )
         except Exception as error:
-            report.steps.append(
-                ChainStep(
-                    "package",
-                    ok=False,
-                    note=f"no model to chain: {error}",
-                    duration=time.monotonic() - started,
-                )
-            )
-            return report
-    report.steps.append(
-        ChainStep("package", ok=True, work_dir=base, note=note, duration=time.monotonic() - started)
-    )
+            return self._package_step(False, f"no model to chain: {error}", started)
+        return self._package_step(True, note, started)
 
-    # 3. mining / infer with the packaged model
-    steps = _LEGACY_STEPS if protocol == "legacy" else _MODERN_STEPS
-    steps = tuple(step for step in steps if set(step[1].split("+")) <= tasks)
-    for index, (name, task, extra) in enumerate(steps, start=1):
-        work = base / f"{index}-{task.replace('+', '-')}"
+    def _package_step(self, ok: bool, note: str, started: float) -> bool:
+        work_dir = self.base if ok else None
+        duration = time.monotonic() - started
+        self.report.steps.append(
+            ChainStep("package", ok=ok, work_dir=work_dir, note=note, duration=duration)
+        )
+        return ok
+
+    def run_model_tasks(self, tasks: set[str]) -> None:
+        """3. mining / infer with the packaged model, until the first failing step."""
+        steps = _LEGACY_STEPS if self.protocol == "legacy" else _MODERN_STEPS
+        steps = tuple(step for step in steps if set(step[1].split("+")) <= tasks)
+        for index, (name, task, extra) in enumerate(steps, start=1):
+            if not self._run_model_task(index, name, task, extra):
+                break
+
+    def _run_model_task(self, index: int, name: str, task: str, extra: dict) -> bool:
+        work = self.base / f"{index}-{task.replace('+', '-')}"
         if extra.get("single_image"):
-            work = base / f"{index}-single-image"
+            work = self.base / f"{index}-single-image"
         elif extra.get("model_layout"):
-            work = base / f"{index}-{task}-{extra['model_layout']}"
+            work = self.base / f"{index}-{task}-{extra['model_layout']}"
         started = time.monotonic()
-        options = dict(common)
-        options.update(candidate_options)
+        options = dict(self.common)
+        options.update(self.candidate_options)
         if extra.get("single_image"):
             options.pop("images_dir", None)  # user images keep hash names in the other steps only
             options["num_candidates"] = min(3, int(options.get("num_candidates", 3)))
@@ -314,31 +358,28 @@ def chain(
             synth_module.synthesize(
                 work,
                 task,
-                object_type,
-                protocol=protocol,
-                img_man=img_man_dir,
-                assets_cache=cache,
-                model_params=tar,
+                self.object_type,
+                protocol=self.protocol,
+                img_man=self.img_man,
+                assets_cache=self.cache,
+                model_params=self.package,
                 **options,
             )
         except ExecutorError as error:
             # the package cannot be installed the way the platform extracts it
             note = f"cannot install the model package: {error}"
-            report.steps.append(
-                ChainStep(
-                    name, ok=False, work_dir=work, note=note, duration=time.monotonic() - started
-                )
+            duration = time.monotonic() - started
+            self.report.steps.append(
+                ChainStep(name, ok=False, work_dir=work, note=note, duration=duration)
             )
-            break
-        result = run(work, timeout=timeout, **run_options)
-        if expect_refusal:
-            report.steps.append(_expected_object_type_failure(name, work, result, started))
-            break
+            return False
+        result = run(work, timeout=self.timeout, **self.run_options)
+        if self.expect_refusal:
+            self.report.steps.append(_expected_object_type_failure(name, work, result, started))
+            return False
         step = task_step(name, work, result, started)
-        report.steps.append(step)
-        if not step.ok:
-            break
-    return report
+        self.report.steps.append(step)
+        return step.ok
 
 
 def supported_tasks(img_man: Path) -> set[str]:
@@ -507,7 +548,7 @@ def _last_log_line(log_path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# findings: verify.py checks the files, the run adds what only the run can see
+# findings: the verifier checks the files, the run adds what only the run can see
 
 
 def verify_findings(work: Path, expect_success: bool = True) -> list[Finding]:

@@ -197,27 +197,77 @@ def synthesize(
 
     The work dir must be empty, missing, or a previous synthesize() output (which is replaced).
     """
+    _check_task_options(
+        task,
+        object_type,
+        single_image=single_image,
+        images_dir=images_dir,
+        model_params=model_params,
+        pretrained=pretrained,
+        counts=(num_train, num_val, num_candidates),
+    )
+    object_type = int(object_type)  # written into YAML as the platform does: a plain integer
+    protocol, config_variant, model_layout = _platform_options(
+        task, protocol, platform, config_variant, model_layout
+    )
+
+    img_man_dir = Path(img_man) if img_man is not None else default_img_man()
+    if template is None:
+        template = load_template_file(img_man_dir, task)
+
+    work = Path(work_dir).absolute()
+    cache = _make_work_dir(work, img_man_dir, single_image, assets_cache)
+    result = SynthResult(
+        work_dir=work,
+        in_dir=work / "in",
+        out_dir=work / "out",
+        env_file=work / "in" / "env.yaml",
+        config_file=work / "in" / "config.yaml",
+        assets_dir=work / "in" / "assets",
+        assets_cache=cache,
+        task=task,
+        object_type=object_type,
+        protocol=protocol,
+        annotation_format=None,
+        config_variant=config_variant,
+        class_names=list(CLASS_NAMES),
+        env={},
+        config={},
+    )
+    rng = np.random.RandomState(seed)
+    tid = task_id or make_task_id(seed, f"{task}@{work}")
+    model_key = _install_models(result, pretrained, model_params, model_stage, model_layout)
+
+    if task == "training":
+        fmt = _training_format(annotation_format, template, object_type, result.legacy)
+        result.annotation_format = fmt
+        exported = platform is None or fmt in EXPORTED_FORMATS[platform]
+        _write_training(result, rng, fmt, num_train, num_val, exported)
+    else:
+        _write_candidates(result, rng, num_candidates, images_dir, single_image)
+    _write_extra_cache_images(result, rng)
+
+    _write_env_and_config(
+        result, {**template, **(params or {})}, tid, model_key, platform, gpu_count
+    )
+    return result
+
+
+def _check_task_options(
+    task: str,
+    object_type: int,
+    *,
+    single_image: bool,
+    images_dir: str | os.PathLike | None,
+    model_params: str | os.PathLike | None,
+    pretrained: str | os.PathLike | None,
+    counts: tuple[int, int, int],
+) -> None:
+    """ValueError for a task, object type or option the task cannot take."""
     if task not in TASKS:
         raise ValueError("task must be one of {}, got {!r}".format(", ".join(TASKS), task))
     if object_type not in {member.value for member in ObjectType}:
         raise ValueError(f"object_type must be {ObjectType.names()}, got {object_type!r}")
-    object_type = int(object_type)  # written into YAML as the platform does: a plain integer
-    if platform is not None:
-        if platform not in PLATFORMS:
-            raise ValueError(
-                "platform must be one of {}, got {!r}".format(", ".join(PLATFORMS), platform)
-            )
-        protocol = "legacy" if platform == "1.1" else "1.1.0"
-    protocol = normalize_protocol(protocol)
-    legacy = protocol == "legacy"
-    if config_variant is None:
-        config_variant = "drop-empty" if task == "training" else "drop-falsy"
-    if config_variant not in CONFIG_VARIANTS:
-        raise ValueError(
-            "config_variant must be one of {}, got {!r}".format(
-                ", ".join(CONFIG_VARIANTS), config_variant
-            )
-        )
     if single_image and task != "infer":
         raise ValueError(f"single-image inference is an 'infer' task, not {task!r}")
     if images_dir is not None and task == "training":
@@ -228,18 +278,48 @@ def synthesize(
         raise ValueError("training takes a pretrained model (pretrained=...), not model_params")
     if pretrained is not None and task != "training":
         raise ValueError("pretrained is for training; mining / infer take model_params")
-    if model_layout is None:
-        model_layout = "flat" if legacy else "stage"
-    if model_layout not in MODEL_LAYOUTS:
-        raise ValueError("model_layout must be one of {}".format(", ".join(MODEL_LAYOUTS)))
-    if min(num_train, num_val, num_candidates) < 1:
+    if min(counts) < 1:
         raise ValueError("num_train, num_val and num_candidates must be >= 1")
 
-    img_man_dir = Path(img_man) if img_man is not None else default_img_man()
-    if template is None:
-        template = load_template_file(img_man_dir, task)
 
-    work = Path(work_dir).absolute()
+def _platform_options(
+    task: str,
+    protocol: str | None,
+    platform: str | None,
+    config_variant: str | None,
+    model_layout: str | None,
+) -> tuple[str, str, str]:
+    """(protocol, config_variant, model_layout) with the platform's defaults filled in."""
+    if platform is not None:
+        if platform not in PLATFORMS:
+            raise ValueError(
+                "platform must be one of {}, got {!r}".format(", ".join(PLATFORMS), platform)
+            )
+        protocol = "legacy" if platform == "1.1" else "1.1.0"
+    protocol = normalize_protocol(protocol)
+    if config_variant is None:
+        config_variant = "drop-empty" if task == "training" else "drop-falsy"
+    if config_variant not in CONFIG_VARIANTS:
+        raise ValueError(
+            "config_variant must be one of {}, got {!r}".format(
+                ", ".join(CONFIG_VARIANTS), config_variant
+            )
+        )
+    if model_layout is None:
+        model_layout = "flat" if protocol == "legacy" else "stage"
+    if model_layout not in MODEL_LAYOUTS:
+        raise ValueError("model_layout must be one of {}".format(", ".join(MODEL_LAYOUTS)))
+    return protocol, config_variant, model_layout
+
+
+def _make_work_dir(
+    work: Path,
+    img_man_dir: Path,
+    single_image: bool,
+    assets_cache: str | os.PathLike | None,
+) -> Path:
+    """``<work>/in`` (its assets linked to the cache, empty annotations and models), an empty
+    ``<work>/out`` and a copy of the img-man; returns the asset cache."""
     _prepare_work_dir(work)
     in_dir, out_dir = work / "in", work / "out"
     in_dir.mkdir()
@@ -258,32 +338,22 @@ def synthesize(
     else:
         cache = Path(assets_cache).absolute() if assets_cache is not None else work / "asset_cache"
     cache.mkdir(parents=True, exist_ok=True)
-    assets_link = in_dir / "assets"
-    os.symlink(str(cache), str(assets_link))
+    os.symlink(str(cache), str(in_dir / "assets"))
     for name in ("annotations", "models"):
         (in_dir / name).mkdir()
+    return cache
 
-    rng = np.random.RandomState(seed)
-    tid = task_id or make_task_id(seed, f"{task}@{work}")
-    result = SynthResult(
-        work_dir=work,
-        in_dir=in_dir,
-        out_dir=out_dir,
-        env_file=in_dir / "env.yaml",
-        config_file=in_dir / "config.yaml",
-        assets_dir=assets_link,
-        assets_cache=cache,
-        task=task,
-        object_type=object_type,
-        protocol=protocol,
-        annotation_format=None,
-        config_variant=config_variant,
-        class_names=list(CLASS_NAMES),
-        env={},
-        config={},
-    )
 
-    # Models first: for mining / infer the class names come from the model package.
+def _install_models(
+    result: SynthResult,
+    pretrained: str | os.PathLike | None,
+    model_params: str | os.PathLike | None,
+    model_stage: str | None,
+    model_layout: str,
+) -> str | None:
+    """Install the task's model package into ``in/models``; the config key that names its files
+    (None without a model). For mining / infer the class names come from the package."""
+    task, work, in_dir = result.task, result.work_dir, result.in_dir
     model_key, model_source = None, None
     if task == "training" and pretrained is not None:
         model_key, model_source = "pretrained_model_params", pretrained
@@ -297,25 +367,33 @@ def synthesize(
             if names:
                 result.class_names = names
 
-    if task == "training":
-        fmt = _training_format(annotation_format, template, object_type, legacy)
-        result.annotation_format = fmt
-        exported = platform is None or fmt in EXPORTED_FORMATS[platform]
-        _write_training(result, rng, fmt, num_train, num_val, exported)
-    else:
-        _write_candidates(result, rng, num_candidates, images_dir, single_image)
-    _write_extra_cache_images(result, rng)
+    return model_key
 
-    result.env = make_env(work, task, protocol, tid, platform)
+
+# ------------------------------------------------------------------------------------------------
+# env.yaml and config.yaml
+
+
+def _write_env_and_config(
+    result: SynthResult,
+    values: dict[str, Any],
+    task_id: str,
+    model_key: str | None,
+    platform: str | None,
+    gpu_count: int,
+) -> None:
+    """``in/env.yaml`` and ``in/config.yaml`` from the template ``values`` (with the user's
+    edits), as the platform writes them."""
+    result.env = make_env(result.work_dir, result.task, result.protocol, task_id, platform)
     _dump_yaml_safe(result.env_file, result.env)
     result.config = make_config(
-        {**template, **(params or {})},
-        config_variant,
-        task,
-        tid,
+        values,
+        result.config_variant,
+        result.task,
+        task_id,
         result.class_names,
-        object_type,
-        protocol,
+        result.object_type,
+        result.protocol,
         model_key,
         result.model_params,
         result.annotation_format,
@@ -324,11 +402,6 @@ def synthesize(
     )
     # mir writes config.yaml with yaml.dump(..., allow_unicode=True)
     result.config_file.write_text(yaml.dump(result.config, allow_unicode=True), encoding="utf-8")
-    return result
-
-
-# ------------------------------------------------------------------------------------------------
-# env.yaml and config.yaml
 
 
 def normalize_protocol(protocol: str | None) -> str:

@@ -31,8 +31,7 @@ def train(ctx: TrainingContext) -> None:
     train_items = ctx.train_items()
     val_items = ctx.val_items()
     num_classes = len(ctx.class_names)
-    models_dir = ctx.env.output.models_dir
-    stage_dir = models_dir if ctx.legacy else models_dir / STAGE
+    stage_dir = ctx.results.stage_dir(STAGE)
     log.info("training on %d images, validating on %d", len(train_items), len(val_items))
 
     # ---- REPLACE ME: plug your model in here ------------------------------------------------

@@ -33,8 +33,8 @@ last, below every scored one):
 
 Mining and inference in one container (``run_mining`` and ``run_infer``): mining predicts with
 the inference thresholds anyway (entropy, CALD's original view and ALDD all produce the
-boxes), so it leaves its rows files with those predictions in
-:data:`.inference.SHARED_PREDICTIONS` and inference reads them instead of making a second pass
+boxes), so it keeps its rows files with those predictions in the run's ``ctx.handover``
+(:mod:`...contract.handover`) and inference takes them instead of making a second pass
 over the images (``random`` runs no model, so inference predicts on its own then). Scores and
 predictions travel from the ranks through files (:mod:`..openmmlab.rows`), never all in memory.
 """
@@ -53,7 +53,8 @@ import numpy as np
 from ...contract.errors import ErrorCode, ExecutorError
 from ..openmmlab import distributed
 from ..openmmlab.rows import RowFiles
-from . import inference
+from . import inference, jobs, predictor
+from .detector import Detector, load_config, package_files
 
 if TYPE_CHECKING:
     from ...contract.context import MiningContext
@@ -107,13 +108,13 @@ def mine(ctx: MiningContext, *, fp16: bool | None = None, world_size: int | None
         return
     if algorithm == "aldd":
         # Checked here, from the config alone, so the refusal comes before any process starts.
-        config_file, _ = inference.package_files(ctx.model)
-        check_aldd_support(str(inference.load_config(config_file).model.get("type", "")))
+        config_file, _ = package_files(ctx.model)
+        check_aldd_support(str(load_config(config_file).model.get("type", "")))
 
-    payload = inference.job_payload(ctx, "mining", fp16=fp16)
+    payload = jobs.job_payload(ctx, "mining", fp16=fp16)
     payload["algorithm"] = algorithm
-    # Predictions are kept for inference only when it follows in this process.
-    payload["share"] = bool(getattr(ctx.env, "run_infer", False))
+    # Predictions are kept for inference only when it follows in this task.
+    payload["share"] = ctx.handover is not None
     rows = RowFiles.create(ctx.work_dir, "mining")
     payload["rows"] = str(rows.directory)
     shared = False
@@ -126,7 +127,7 @@ def mine(ctx: MiningContext, *, fp16: bool | None = None, world_size: int | None
                 unreadable += 1  # no score: the writer ranks it below every scored image
                 continue
             ctx.results.add(candidates[index], float(row["score"]))
-        if payload["share"]:
+        if payload["share"] and ctx.handover is not None:
             key = inference.share_key(
                 ctx.model,
                 ctx.object_type,
@@ -135,8 +136,7 @@ def mine(ctx: MiningContext, *, fp16: bool | None = None, world_size: int | None
                 payload["score_thr"],
                 payload["iou_thr"],
             )
-            inference.take_shared(key)  # one model's predictions at a time
-            inference.SHARED_PREDICTIONS[key] = rows
+            ctx.handover.keep(key, rows)
             shared = True
     finally:
         if not shared:
@@ -148,11 +148,11 @@ def _mine_random(ctx: MiningContext, candidates: Sequence[Path]) -> None:
     """Random scores; images are decoded (in DataLoader workers) only to rank bad ones last."""
     from torch.utils.data import DataLoader
 
-    dataset = inference.CandidateDataset(
-        inference.ShardItems(inference.candidate_texts(candidates)), pipeline=None
+    dataset = predictor.CandidateDataset(
+        jobs.ShardItems(jobs.candidate_texts(candidates)), pipeline=None
     )
-    workers = inference.loader_settings(ctx.params)[1] * max(1, len(ctx.gpu_ids))
-    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=inference.keep_list)
+    workers = jobs.loader_settings(ctx.params)[1] * max(1, len(ctx.gpu_ids))
+    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=predictor.keep_list)
     # An optional ``random_seed`` hyper-parameter makes orders comparable across tasks.
     seed = str(ctx.params.get("random_seed", None) or ctx.env.task_id)
     done = 0
@@ -184,14 +184,14 @@ def mining_job(payload: dict, channel: Any) -> None:
     inference follows and will reuse it.
     """
     algorithm = payload["algorithm"]
-    items = inference.shard_items(payload["candidates"])
-    detector = inference.job_detector(payload)
+    items = jobs.shard_items(payload["candidates"])
+    detector = jobs.job_detector(payload)
     if algorithm == "aldd":
         check_aldd_support(detector.model_type)
     views = cald_views if algorithm == "cald" else None
     capture = aldd_maps if algorithm == "aldd" else None
     with RowFiles(payload["rows"]).writer(distributed.rank()) as rows:
-        for output in inference.predict_batches(
+        for output in predictor.predict_batches(
             detector,
             items,
             batch_size=payload["batch_size"],
@@ -200,7 +200,7 @@ def mining_job(payload: dict, channel: Any) -> None:
             capture_head=(lambda outputs, position: capture(detector, outputs, position))
             if capture
             else None,
-            progress=inference.progress_reporter(channel, len(items)),
+            progress=jobs.progress_reporter(channel, len(items)),
         ):
             if output.error is not None:
                 score = None
@@ -215,7 +215,7 @@ def mining_job(payload: dict, channel: Any) -> None:
                 score = 0.0  # a degenerate model output must not break the ranking
             shared = None
             if payload["share"]:
-                shared = inference.to_prediction(detector, output).to_json()
+                shared = predictor.to_prediction(detector, output).to_json()
             rows.write(output.index, {"score": score, "prediction": shared})
 
 
@@ -370,7 +370,7 @@ def cald_score(output: Any) -> float:
 # --- ALDD --------------------------------------------------------------------------------------
 
 
-def aldd_maps(detector: inference.Detector, outputs: Any, position: int) -> list:
+def aldd_maps(detector: Detector, outputs: Any, position: int) -> list:
     """One image's per-level class-probability maps (K x H x W) from the dense head's outputs.
 
     RTMDet / RetinaNet: ``sigmoid(cls_score)`` (RetinaNet has a channel per anchor and class);

@@ -32,7 +32,7 @@ from ...contract.errors import ErrorCode, ExecutorError
 from ...contract.object_types import ObjectType
 from ..openmmlab import checkpoint as checkpoints
 from ..openmmlab import distributed, preflight, weights
-from ..openmmlab.hooks import run_training, train_rank
+from ..openmmlab.hooks import run_training, stage_dirs, train_rank
 from . import config as configs
 from . import data, models
 
@@ -94,8 +94,7 @@ def run(ctx: TrainingContext) -> None:
     payload = {
         "config": str(config_file),
         "stage_config": stage_text,
-        "models_dir": str(ctx.env.output.models_dir),
-        "legacy": bool(ctx.legacy),
+        "stage_dirs": stage_dirs(ctx),
         "object_type": int(ctx.object_type),
         "evaluate_config": configs.thresholds(cfg),
         "progress_range": [PREPARED, TRAINED],
@@ -129,12 +128,11 @@ def train_job(payload: dict, channel: distributed.Channel) -> None:
     train_rank(
         payload["config"],
         channel,
-        models_dir=payload["models_dir"],
+        stage_dirs=payload["stage_dirs"],
         object_type=payload["object_type"],
         meta=payload["meta"],
         config_text=payload["stage_config"],
         evaluate_config=payload["evaluate_config"],
-        legacy=payload["legacy"],
         progress_range=payload["progress_range"],
     )
 

@@ -119,6 +119,43 @@ def build_config(
         )
     labels = data.labels
     cfg = model_config(spec, labels, img_size, sync_bn=world_size > 1 and use_cuda)
+    _set_dataloaders(cfg, data, batch_size, num_workers, img_size)
+
+    original_iters = int(cfg.get("train_cfg", {}).get("max_iters") or max_iters)
+    cfg.train_cfg = {
+        "type": "IterBasedTrainLoop",
+        "max_iters": max_iters,
+        "val_interval": min(val_interval, max_iters),
+    }
+    cfg.val_cfg = {"type": "ValLoop"}
+    cfg.test_cfg = {"type": "TestLoop"}
+    cfg.param_scheduler = _scaled_schedulers(cfg.get("param_scheduler"), original_iters, max_iters)
+
+    rate = _learning_rate(cfg, spec, learning_rate, batch_size * world_size)
+    cfg.optim_wrapper.optimizer.lr = rate
+    cfg.pop("auto_scale_lr", None)  # the rate above is final
+
+    _set_runtime(
+        cfg,
+        interval=min(val_interval, max_iters),
+        max_keep_checkpoints=max_keep_checkpoints,
+        tensorboard_dir=tensorboard_dir,
+        world_size=world_size,
+        use_cuda=use_cuda,
+    )
+    cfg.randomness = {"seed": seed}
+    cfg.work_dir = str(work_dir)
+    cfg.load_from = str(load_from) if load_from else None
+    cfg.resume = False
+    apply_cfg_options(cfg, cfg_options)
+    return cfg
+
+
+def _set_dataloaders(
+    cfg: Config, data: PreparedData, batch_size: int, num_workers: int, img_size: int
+) -> None:
+    """Train, validation and test loaders and the IoU evaluator."""
+    labels = data.labels
     metainfo = {"classes": list(labels.model_classes)}
     cfg.train_dataloader = {
         "batch_size": batch_size,
@@ -142,21 +179,18 @@ def build_config(
     }
     cfg.test_evaluator = copy.deepcopy(cfg.val_evaluator)
 
-    original_iters = int(cfg.get("train_cfg", {}).get("max_iters") or max_iters)
-    cfg.train_cfg = {
-        "type": "IterBasedTrainLoop",
-        "max_iters": max_iters,
-        "val_interval": min(val_interval, max_iters),
-    }
-    cfg.val_cfg = {"type": "ValLoop"}
-    cfg.test_cfg = {"type": "TestLoop"}
-    cfg.param_scheduler = _scaled_schedulers(cfg.get("param_scheduler"), original_iters, max_iters)
 
-    rate = _learning_rate(cfg, spec, learning_rate, batch_size * world_size)
-    cfg.optim_wrapper.optimizer.lr = rate
-    cfg.pop("auto_scale_lr", None)  # the rate above is final
-
-    interval = min(val_interval, max_iters)
+def _set_runtime(
+    cfg: Config,
+    *,
+    interval: int,
+    max_keep_checkpoints: int,
+    tensorboard_dir: Path | None,
+    world_size: int,
+    use_cuda: bool,
+) -> None:
+    """Logging and checkpoint hooks, visualizer backends and the distributed environment;
+    ``interval``: iterations between validations."""
     cfg.default_hooks.logger = {
         "type": "LoggerHook",
         "interval": max(1, min(50, interval)),
@@ -195,12 +229,6 @@ def build_config(
                 "broadcast_buffers": False,
                 "find_unused_parameters": True,
             }
-    cfg.randomness = {"seed": seed}
-    cfg.work_dir = str(work_dir)
-    cfg.load_from = str(load_from) if load_from else None
-    cfg.resume = False
-    apply_cfg_options(cfg, cfg_options)
-    return cfg
 
 
 def model_config(spec: ModelSpec, labels: LabelSet, img_size: int, sync_bn: bool = False) -> Config:

@@ -10,8 +10,9 @@ softmax probability is below ``confidence_threshold`` are left unlabelled. An un
 image is logged and listed with no annotation.
 
 When mining and inference run in one task, mining computes the masks in the same forward pass
-and hands its rows files over (:func:`share` / :func:`take_shared`): every image goes through
-the model once, and no prediction is held in memory.
+and keeps its rows files in the run's ``ctx.handover`` (:mod:`...contract.handover`) under
+:func:`share_key`, and inference takes them: every image goes through the model once, and no
+prediction is held in memory.
 """
 
 from __future__ import annotations
@@ -21,16 +22,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..openmmlab.rows import RowFiles
 from . import jobs
 
 if TYPE_CHECKING:
     from ...contract.context import CandidateContext, InferenceContext, TaskContext
 
 log = logging.getLogger(__name__)
-
-# The rows mining computed for the inference task that follows in the same process.
-_SHARED: dict[str, RowFiles] = {}
 
 
 def settings(ctx: TaskContext) -> dict[str, Any]:
@@ -55,29 +52,13 @@ def share_key(ctx: CandidateContext, confidence_threshold: float) -> str:
     return digest.hexdigest()
 
 
-def share(ctx: CandidateContext, rows: RowFiles, confidence_threshold: float) -> None:
-    """Keep mining's rows (entries with masks) for the inference task of the same run."""
-    for other in _SHARED.values():
-        other.remove()
-    _SHARED.clear()
-    _SHARED[share_key(ctx, confidence_threshold)] = rows
-
-
-def take_shared(ctx: CandidateContext, confidence_threshold: float) -> RowFiles | None:
-    """Mining's rows for exactly this model, these classes and candidates, if any (rows made
-    for anything else are deleted)."""
-    rows = _SHARED.pop(share_key(ctx, confidence_threshold), None)
-    for other in _SHARED.values():
-        other.remove()
-    _SHARED.clear()
-    return rows
-
-
 def run(ctx: InferenceContext) -> None:
     """Predict every candidate and add the masks to ``ctx.results`` (written by the caller)."""
     options = settings(ctx)
     candidates = ctx.candidates()
-    rows = take_shared(ctx, options["confidence_threshold"])
+    rows = None
+    if ctx.handover is not None:
+        rows = ctx.handover.take(share_key(ctx, options["confidence_threshold"]))
     if rows is not None:
         log.info("inference reuses the masks mining computed for %d images", len(candidates))
     else:

@@ -72,7 +72,7 @@ def run(ctx: MiningContext) -> None:
     """Score every candidate into ``ctx.results`` (written, sorted, by the caller)."""
     algorithm = ctx.params.mining_algorithm  # one of the declared choices
     candidates = ctx.candidates()
-    with_infer = bool(ctx.env.run_infer)
+    with_infer = ctx.handover is not None  # inference follows in this task
     options = inference.settings(ctx)
     seed = ctx.params.random_seed
     random_scores = np.random.RandomState(seed).random_sample(len(candidates))
@@ -100,8 +100,8 @@ def run(ctx: MiningContext) -> None:
     except BaseException:
         rows.remove()
         raise
-    if with_infer:
-        inference.share(ctx, rows, options["confidence_threshold"])
+    if with_infer and ctx.handover is not None:
+        ctx.handover.keep(inference.share_key(ctx, options["confidence_threshold"]), rows)
     else:
         rows.remove()
     log.info(

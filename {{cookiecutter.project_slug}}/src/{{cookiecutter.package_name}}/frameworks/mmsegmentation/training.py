@@ -36,7 +36,7 @@ from ...contract.object_types import ObjectType
 from ...contract.params import Params
 from ..openmmlab import checkpoint as checkpoints
 from ..openmmlab import distributed, preflight, weights
-from ..openmmlab.hooks import run_training, train_rank
+from ..openmmlab.hooks import run_training, stage_dirs, train_rank
 from . import config as configs
 from . import data, models
 
@@ -129,7 +129,7 @@ def run(ctx: TrainingContext) -> None:
     payload = {
         "config": str(config_file),
         "stage_config": configs.stage_config(cfg).pretty_text,
-        "models_dir": str(ctx.env.output.models_dir),
+        "stage_dirs": stage_dirs(ctx),
         "progress_range": [PREPARED, TRAINED],
         "meta": {
             "class_names": list(ctx.class_names),
@@ -173,7 +173,7 @@ def train_job(payload: dict, channel: distributed.Channel) -> None:
     train_rank(
         payload["config"],
         channel,
-        models_dir=payload["models_dir"],
+        stage_dirs=payload["stage_dirs"],
         object_type=ObjectType.SEMANTIC_SEGMENTATION,
         meta=payload["meta"],
         config_text=payload["stage_config"],

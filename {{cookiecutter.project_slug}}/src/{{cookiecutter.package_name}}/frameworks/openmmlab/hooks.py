@@ -7,7 +7,9 @@ training run, through the job's channel (:mod:`.distributed`), whose handlers ca
 - progress: the share of training iterations done, sent about every percent; a log line
   every ten percent (the UI shows the last five log lines: no progress bar spam);
 - after every evaluation, stage ``last`` (the model just evaluated) and, when its main metric
-  is the best so far, stage ``best``: each is a folder ``<models_dir>/<stage>/`` with
+  is the best so far, stage ``best``: each is a folder (:func:`stage_dirs`: the contract
+  layer's ``ctx.results.stage_dir``, ``<models_dir>/<stage>/``; where that is one folder for
+  both, as on YMIR 1.1, only ``best`` is written) with
   ``model.pth`` (weights only; ``meta`` holds ``class_names``, the executor version, the
   object type, the model name and the metrics) and ``config.py`` (the dumped training
   config), so each stage describes itself and inference rebuilds it from these two files.
@@ -118,6 +120,11 @@ def _find(metrics: Mapping[str, Any], key: str) -> float | None:
     return None
 
 
+def stage_dirs(ctx: TrainingContext) -> dict[str, str]:
+    """The folders of stages ``last`` and ``best`` (``ctx.results.stage_dir``), for the hook."""
+    return {name: str(ctx.results.stage_dir(name)) for name in (LAST, BEST)}
+
+
 def run_training(
     ctx: TrainingContext,
     job: Callable[[dict, Channel], None],
@@ -176,23 +183,21 @@ class YmirTrainingHook(Hook):
     def __init__(
         self,
         channel: Channel,
-        models_dir: str | os.PathLike,
+        stage_dirs: Mapping[str, str | os.PathLike],
         object_type: int,
         meta: Mapping[str, Any],
         config_text: str,
         evaluate_config: Mapping[str, float] | None = None,
-        legacy: bool = False,
         progress_range: Sequence[float] = (0.0, 1.0),
         metrics: Callable[[Mapping[str, Any]], dict[str, float]] | None = None,
     ) -> None:
         self.channel = channel
-        self.models_dir = Path(models_dir)
+        self.last_dir, self.best_dir = (Path(stage_dirs[name]) for name in (LAST, BEST))
         self.object_type = ObjectType(object_type)
         self.main_metric = self.object_type.main_metric
         self.meta = dict(meta)
         self.config_text = config_text
         self.evaluate_config = dict(evaluate_config or {})
-        self.legacy = bool(legacy)
         self.start, self.end = (float(value) for value in progress_range)
         self.to_metrics = metrics or METRIC_MAPPERS[self.object_type]
         self.best_score: float | None = None
@@ -260,16 +265,16 @@ class YmirTrainingHook(Hook):
         meta = dict(self.meta, epoch=int(runner.epoch), iter=int(runner.iter), metrics=values)
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         state = model.state_dict()
-        if self.legacy:
-            # YMIR 1.1 extracts models flat: a single stage ("best") directly in models_dir.
+        if self.last_dir == self.best_dir:
+            # One folder for both (YMIR 1.1 extracts a single model, flat): only the best fits.
             if improved:
-                self._write_stage(self.models_dir, state, meta)
-                self._send(BEST, self.models_dir, values)
+                self._write_stage(self.best_dir, state, meta)
+                self._send(BEST, self.best_dir, values)
         else:
-            last = self._write_stage(self.models_dir / LAST, state, meta)
+            last = self._write_stage(self.last_dir, state, meta)
             self._send(LAST, last, values)
             if improved:
-                best = self._copy_stage(last, self.models_dir / BEST)
+                best = self._copy_stage(last, self.best_dir)
                 self._send(BEST, best, values)
         summary = ", ".join(f"{key} {value:.4f}" for key, value in values.items())
         unit = "iteration" if _by_iterations(runner) else "epoch"
