@@ -41,6 +41,21 @@ def bake(cookies, **answers):
     return Path(result.project_path)
 
 
+@pytest.fixture(scope="session")
+def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One mypy cache for the bakes of a test process. Bakes name their modules alike, so a
+    module whose text the process already checked is not checked again (mypy compares the text's
+    hash). Each xdist worker has its own: mypy writes a module's two cache files one after the
+    other, and a check running beside another one's write can read a mismatched pair."""
+    return tmp_path_factory.getbasetemp() / "mypy-cache"
+
+
+def type_check(project: Path, cache: Path) -> None:
+    """The generated ``make lint``'s mypy run (the project's own configuration), cache shared."""
+    completed = run([tool("mypy"), "--cache-dir", str(cache)], cwd=project)
+    assert completed.stdout.startswith("Success: no issues found"), completed.stdout
+
+
 def project_files(project: Path) -> set[str]:
     """Every file of a baked project, relative, with '/' separators."""
     return {
@@ -122,6 +137,7 @@ def expected_files(
         "devkit/verify/training.py",
         "devkit/verify/values.py",
         "devkit/verify/work_dir.py",
+        "py.typed",
         "tasks/__init__.py",
         "tasks/hyperparams.py",
     ]
@@ -130,6 +146,7 @@ def expected_files(
         "conftest.py",
         "test_al_loop.py",
         "test_chain.py",
+        "test_context.py",
         "test_dataset.py",
         "test_devkit.py",
         "test_env.py",

@@ -2,12 +2,13 @@
 
 Each bake is checked statically: the exact file set, no unrendered Jinja, parseable YAML / TOML /
 HCL, a manifest and templates that match the answers, Dockerfiles that agree with the version
-matrix, and clean ruff and hadolint runs on the output.
+matrix, and clean ruff, mypy and hadolint runs on the output.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import tomllib
@@ -31,6 +32,7 @@ from conftest import (
     run,
     task_answers,
     tool,
+    type_check,
 )
 
 STACK = json.loads((TEMPLATE / "cookiecutter.json").read_text())["_openmmlab_stack"]
@@ -232,7 +234,7 @@ TARGETS_AND_FRAMEWORKS = [
 @pytest.mark.parametrize("cuda_set", sorted(CUDA_SETS))
 @pytest.mark.parametrize("letters", TASK_SUBSETS)
 @pytest.mark.parametrize(("target", "framework"), TARGETS_AND_FRAMEWORKS)
-def test_bake_matrix(cookies, target, framework, letters, cuda_set):
+def test_bake_matrix(cookies, mypy_cache, target, framework, letters, cuda_set):
     variants = CUDA_SETS[cuda_set]
     answers = {
         "executor_name": "Matrix Exec",
@@ -269,18 +271,34 @@ def test_bake_matrix(cookies, target, framework, letters, cuda_set):
 
     run([tool("ruff"), "check", "."], cwd=project)
     run([tool("ruff"), "format", "--check", "."], cwd=project)
+    type_check(project, mypy_cache)
     dockerfiles = [f"docker/{variant}.Dockerfile" for variant in variants]
     run([tool("hadolint"), "--config", ".hadolint.yaml", *dockerfiles], cwd=project)
 
 
+def test_the_type_checker_is_the_version_the_projects_pin(cookies):
+    """The template's tests check the bakes with the mypy their dev extra installs: a newer one
+    finds other errors, so the two pins must not drift apart."""
+    pinned = json.loads((TEMPLATE / "cookiecutter.json").read_text())["_dev_stack"]["mypy"]
+    assert run([tool("mypy"), "--version"]).stdout.split()[:2] == ["mypy", pinned]
+    project = bake(cookies)
+    dev = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    assert f"mypy=={pinned}" in dev["optional-dependencies"]["dev"]
+
+
 @pytest.mark.parametrize(("target", "framework"), TARGETS_AND_FRAMEWORKS)
-def test_generated_sources_run_on_python_38(cookies, target, framework):
+def test_generated_sources_run_on_python_38(cookies, mypy_cache, target, framework):
     """The cu111 / cu113 bases ship Python 3.8: the generated code must not need newer, stubs
-    included. Checked by the generated ``make lint`` (ruff, the format check, vermin), which must
-    also fail when vermin leaves a file out of its verdict (it read devkit/synth.py's
+    included. Checked by the generated ``make lint`` (ruff, the format check, mypy, vermin),
+    which must also fail when vermin leaves a file out of its verdict (it read devkit/synth.py's
     ``bytes.decode`` calls as Python 2 code and exited 0)."""
     project = bake(cookies, target=target, framework=framework)
-    completed = run([make(), "lint", f"PYTHON={sys.executable}"], cwd=project)
+    completed = run(
+        [make(), "lint", f"PYTHON={sys.executable}"],
+        cwd=project,
+        env={**os.environ, "MYPY_CACHE_DIR": str(mypy_cache)},
+    )
+    assert "Success: no issues found" in completed.stdout, completed.stdout
     assert "Minimum required versions: 3." in completed.stdout, completed.stdout
     assert "incompatible versions" not in completed.stdout.replace("Incompatible versions:", "")
 

@@ -12,6 +12,6 @@ if ! command -v make >/dev/null 2>&1 || ! command -v git >/dev/null 2>&1; then
 fi
 
 # The package from the mounted sources, editable (so edits take effect without a rebuild), with
-# its dev tools (pytest, ruff, vermin). The image's constraints keep PyTorch{% if cookiecutter.__framework != 'none' %}, mmcv and the
+# its dev tools (pytest, ruff, mypy, vermin). The image's constraints keep PyTorch{% if cookiecutter.__framework != 'none' %}, mmcv and the
 # OpenMMLab packages{% endif %} exactly as the image has them.
 python3 -m pip install --no-cache-dir -c /etc/pip-constraints.txt -e ".[dev]"

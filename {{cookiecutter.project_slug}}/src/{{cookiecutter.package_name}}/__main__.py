@@ -1,6 +1,6 @@
 """``python3 -m <package>``: the executor's only entrypoint, started by ``/usr/bin/start.sh``.
 
-Data flows one way: ``env.yaml`` and ``config.yaml`` -> a typed :class:`TaskContext` -> the
+Data flows one way: ``env.yaml`` and ``config.yaml`` -> a typed context (one per task) -> the
 author's task function -> validated result writers -> ``/out``. This module owns the failure
 protocol: a known failure writes monitor state 4 with its executor code, an unexpected one
 state 4 without a code; either way the last log line is a one-line reason (the YMIR UI shows
@@ -14,7 +14,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import yaml
 
@@ -41,8 +41,9 @@ def planned_tasks(env: env_module.Env) -> list[str]:
     return [task for task in TASK_ORDER if flags[task]]
 
 
-def task_function(task: str) -> Callable[[context.TaskContext], None]:
-    """The author's function for ``task``; a task pruned at generation time is refused."""
+def task_function(task: str) -> Callable[[Any], None]:
+    """The author's function for ``task`` (it takes the task's context type, see
+    :func:`.contract.context.build`); a task pruned at generation time is refused."""
     module_name = f"{__package__}.tasks.{task}"
     try:
         module = importlib.import_module(module_name)
@@ -101,15 +102,17 @@ def execute(env: env_module.Env, monitor: Monitor) -> None:
     class_names = context.class_names_from(config)
     gpu_ids = context.gpu_ids_from(config)
     # Mining then inference in one task: what mining predicted reaches inference through here.
-    handover = PredictionHandover() if {"mining", "infer"} <= set(tasks) else None
+    handover: PredictionHandover[Any] | None = None
+    if {"mining", "infer"} <= set(tasks):
+        handover = PredictionHandover()
 
     for index, task in enumerate(tasks):
         model_key = "pretrained_model_params" if task == "training" else "model_params_path"
         model = models.load_model_package(
             env.input.models_dir, context.model_paths(config, model_key)
         )
-        ctx = context.TaskContext(
-            task=task,
+        ctx = context.build(
+            task,
             env=env,
             params=params,
             config=config,
@@ -117,14 +120,12 @@ def execute(env: env_module.Env, monitor: Monitor) -> None:
             class_names=class_names,
             gpu_ids=gpu_ids,
             progress=monitor.subrange(index / len(tasks), (index + 1) / len(tasks)),
-            results=None,
             model=model,
             handover=handover,
         )
-        ctx.results = context.result_writer(task, env, object_type, class_names, ctx.candidates)
         log.info("%s started on %s with %d classes", task, ctx.device, len(class_names))
         functions[task](ctx)
-        if task != "training":
+        if not isinstance(ctx, context.TrainingContext):
             # Written once, after the whole task succeeded: a failure leaves no partial file.
             ctx.results.write()
         ctx.progress(1.0)
@@ -141,7 +142,7 @@ def fallback_monitor(env_path: Path) -> Monitor | None:
         return None
 
 
-def one_line(text: str) -> str:
+def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 

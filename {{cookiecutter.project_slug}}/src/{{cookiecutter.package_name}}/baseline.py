@@ -141,8 +141,9 @@ def _item_size(item: DatasetItem) -> tuple | None:
         if annotation.mask is not None:
             height, width = annotation.mask.shape[:2]
             return int(width), int(height)
-    if getattr(item, "width", None) and getattr(item, "height", None):
-        return int(item.width), int(item.height)
+    width, height = getattr(item, "width", None), getattr(item, "height", None)
+    if width and height:
+        return int(width), int(height)
     try:
         return image_size(item.image)
     except ExecutorError as error:

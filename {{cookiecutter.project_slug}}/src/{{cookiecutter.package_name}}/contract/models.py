@@ -244,10 +244,12 @@ def unpack_model(
                 if member is None:
                     raise ExecutorError(ErrorCode.MODEL, f"{tar}: stage file {in_stage} is missing")
                 flat = legacy or member.name == at_root
-                target = models_dir / name if flat else models_dir / chosen / name
+                target = models_dir / name if flat else models_dir / str(chosen) / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(_read_member(archive, member))
-                returned.append(str(models_dir / name if legacy else models_dir / chosen / name))
+                returned.append(
+                    str(models_dir / name if legacy else models_dir / str(chosen) / name)
+                )
     except (tarfile.TarError, OSError) as error:
         raise ExecutorError(ErrorCode.MODEL, f"cannot unpack model {tar}: {error}") from error
     return returned
@@ -278,7 +280,9 @@ def _class_names(info: dict) -> list[str] | None:
 
 def _stage_name(info: dict, listed: list[str], models_dir: Path) -> str | None:
     # The stage folder named in the config is what the platform extracted, even for flat files.
-    stages = info.get("stages") if isinstance(info.get("stages"), dict) else {}
+    stages = info.get("stages")
+    if not isinstance(stages, dict):
+        stages = {}
     for text in listed:
         try:
             parts = Path(text).relative_to(models_dir).parts

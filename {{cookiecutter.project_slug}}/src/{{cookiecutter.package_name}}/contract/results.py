@@ -535,7 +535,7 @@ def _image_size(size: Any) -> tuple[int, int]:
 
 def _json_string(text: str) -> str:
     # What json.dumps(text, ensure_ascii=True) writes, without its per-call overhead.
-    return json.encoder.encode_basestring_ascii(text)  # type: ignore[attr-defined]
+    return json.encoder.encode_basestring_ascii(text)
 
 
 class DetectionResult:
@@ -602,9 +602,9 @@ class DetectionResult:
         nothing is added then.
         """
         index = _candidate_index(image, self._candidates)
+        bounds: tuple[int, int] | None
         if size is not None:
-            bounds: tuple[int, int] | None = _image_size(size)
-            self._widths[index], self._heights[index] = bounds
+            bounds = self._widths[index], self._heights[index] = _image_size(size)
         else:
             bounds = self._size(index)
         if not isinstance(boxes, Sequence) and not isinstance(boxes, np.ndarray):
@@ -775,7 +775,7 @@ class SegmentationResult:
     def _mask(self, spec: Any, width: int, height: int) -> Any:
         """A boolean mask, or ``(runs, height)`` of an RLE (checked, never decoded)."""
         if isinstance(spec, dict):
-            size = spec.get("size")
+            size: Any = spec.get("size")
             try:
                 matches = [int(size[0]), int(size[1])] == [height, width]
             except (TypeError, ValueError, IndexError):

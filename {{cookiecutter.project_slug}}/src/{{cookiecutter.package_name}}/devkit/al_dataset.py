@@ -383,7 +383,9 @@ def _write_coco(
     """The platform's COCO export of ``indices``: images sorted by asset id and numbered from 1,
     0-based category ids of the classes present, masks as a single polygon or an RLE string."""
     ordered = sorted(indices, key=lambda i: dataset.images[i].asset_id)
-    images, annotations, present = [], [], set()
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    present: set[int] = set()
     for image_id, index in enumerate(ordered, start=1):
         image = dataset.images[index]
         images.append(

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..contract.atomic import write_bytes_atomic, write_text_atomic
+from ..contract.object_types import ObjectType
 from . import al_report, al_scoring, synth
 from .al_dataset import (
     LabelledDataset,
@@ -90,7 +91,7 @@ class LoopSettings:
 
     def experiment(self, dataset: LabelledDataset, object_type: int) -> dict[str, Any]:
         """What a resumed run must share with the first (rounds, seeds, algorithms may grow)."""
-        kept = ("top_k", "start", "val", "pool")
+        kept: tuple[str, ...] = ("top_k", "start", "val", "pool")
         kept += ("training_params", "mining_params", "infer_params", "fine_tune")
         values = {key: value for key, value in asdict(self).items() if key in kept}
         values.update(
@@ -459,7 +460,7 @@ class _Experiment:
         )
 
     def _metrics_line(self, metrics: dict[str, float]) -> str:
-        main, at_50 = al_scoring.METRICS[self.object_type]
+        main, at_50 = al_scoring.METRICS[ObjectType(self.object_type)]
         names = [main] if main == at_50 else [at_50, main]
         return ", ".join(f"{name} {metrics[name]:.3f}" for name in names)
 

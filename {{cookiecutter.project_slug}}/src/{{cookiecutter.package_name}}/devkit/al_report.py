@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from ..contract.atomic import write_bytes_atomic, write_text_atomic
+from ..contract.object_types import ObjectType
 from .al_scoring import METRICS
 
 REPORT_JSON = "report.json"
@@ -44,7 +45,7 @@ def build_report(
     ``runs``: seed -> algorithm -> one ``{"round", "labelled", "metrics"}`` per finished round;
     ``enrichment``: seed -> algorithm -> :func:`.al_scoring.enrichment` of its first top-k.
     """
-    main, at_50 = METRICS[object_type]
+    main, at_50 = METRICS[ObjectType(object_type)]
     algorithms = list(next(iter(runs.values()), {}))
     summary: dict[str, list[dict]] = {}
     for algorithm in algorithms:

@@ -24,6 +24,7 @@ expected outcome and stops there.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import time
@@ -410,12 +411,15 @@ def baseline_package(
     needs ``model=`` instead.
     """
     try:
-        from .. import baseline, evaluation
+        # baseline.py is only in the stub executor (framework=none): imported by name, so that
+        # the type check of a framework executor does not look for it either.
+        baseline = importlib.import_module("..baseline", __package__)
     except ImportError as error:
         raise ValueError(
             "this executor has no training task and no stub baseline: pass a model package "
             "(chain --model)"
         ) from error
+    from .. import evaluation
     from ..contract.dataset import read_split
     from ..contract.env import load_env
     from ..contract.images import image_size
@@ -431,6 +435,8 @@ def baseline_package(
         seed=seed,
         template={},  # the executor has no training template
     )
+    if data.train_index is None or data.val_index is None:
+        raise ValueError("the synthesized training data has no train / val index")
     train, val = (
         read_split(index, data.class_names, data.config["export_format"], object_type)
         for index in (data.train_index, data.val_index)

@@ -41,7 +41,11 @@ _KEY_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):[ \t]*(.*?)[ \t]*$")
 
 def template_keys(text: str) -> list[tuple[str, str]]:
     """``(key, default as written)`` of every top-level key of a template, in file order."""
-    return [match.groups() for match in map(_KEY_LINE.match, text.splitlines()) if match]
+    return [
+        (match.group(1), match.group(2))
+        for match in map(_KEY_LINE.match, text.splitlines())
+        if match
+    ]
 
 
 def commented_template(text: str, declared: Mapping[str, HyperParameter]) -> str:
@@ -70,7 +74,7 @@ def table(templates: Mapping[str, str], declarations: Sequence[HyperParameter], 
         for key, default in template_keys(templates[task]):
             declaration = declared.get(key)
             if declaration is not None:
-                cells = (task, f"`{key}`", f"`{default}`")
+                cells: tuple[str, ...] = (task, f"`{key}`", f"`{default}`")
                 cells += (declaration.table_values(), declaration.table_help())
                 rows.append("| {} |".format(" | ".join(cell.replace("|", "\\|") for cell in cells)))
     return "\n".join(rows)

@@ -24,6 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -68,7 +69,8 @@ def write_pool(folder: str | os.PathLike, recipe: PoolRecipe = PoolRecipe()) -> 
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.RandomState(recipe.seed)
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for number in range(recipe.images):
         image, objects = draw_image(rng, recipe)
         name = f"pool-{number:06d}.png"

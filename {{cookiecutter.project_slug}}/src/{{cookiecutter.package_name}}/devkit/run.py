@@ -150,7 +150,9 @@ def run(
     elif _names_container_paths(env):
         to_host_paths(work)  # left by a container run: a local executor needs host paths
     env = _read_env(work)
-    output = env.get("output") if isinstance(env.get("output"), dict) else {}
+    output = env.get("output")
+    if not isinstance(output, dict):
+        output = {}
     out_dir = work / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
     # The log is always <work>/out/ymir-executor-out.log, whatever env.yaml says (the legacy env
@@ -555,8 +557,8 @@ def _replace_file(path: Path, text: str) -> None:
 
 
 def _names_container_paths(env: dict[str, Any]) -> bool:
-    inputs = env.get("input") if isinstance(env.get("input"), dict) else {}
-    return inputs.get("root_dir") == "/in"
+    inputs = env.get("input")
+    return isinstance(inputs, dict) and inputs.get("root_dir") == "/in"
 
 
 def _chmod_tree(root: Path, bits: int, executable_dirs: bool = False) -> None:

@@ -870,7 +870,9 @@ def _write_coco(
 
     with_masks = ObjectType(object_type).segmentation
     ordered = sorted(items, key=lambda item: item[1])  # images sorted by asset id
-    images, annotations, present = [], [], set()
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    present: set[int] = set()
     for image_id, (asset, _digest, image, objects) in enumerate(ordered, start=1):
         images.append(
             {

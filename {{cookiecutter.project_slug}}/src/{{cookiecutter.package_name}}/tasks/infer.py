@@ -1,31 +1,22 @@
 """Inference: predict every candidate image with the model the user chose.
 
-The contract, whatever the model:
-
-- the model package's files are ``ctx.model.files`` (absolute paths of the chosen stage's files);
-- hyper-parameters come from ``ctx.params`` (defaults: ``img-man/infer-template.yaml``);
-- predictions go to ``ctx.results.add``; detection: ``add(image, [(x, y, w, h, class_id,
-  score), ...])``; segmentation: ``add(image, width, height, [(bool_mask_HxW, class_id, score),
-  ...])``. The writer checks every value (integer boxes, known classes, scores in [0, 1]) and
-  lists every candidate in ``infer-result.json``, also those that got no prediction; the file
-  is written once the function returns, so a failure never leaves half a result;
-- ``ctx.images()`` yields each candidate with its pixels and reports progress as it goes; an
-  unreadable one comes as None, is logged and gets no prediction; the run goes on.
+What ``ctx`` offers and what the writer expects, whatever the model, is documented on
+:class:`~..contract.context.InferenceContext` (your editor shows it on ``ctx.``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from .. import baseline
+from ..contract.context import InferenceContext
 from ..contract.errors import ErrorCode, ExecutorError
-from ..contract.object_types import ObjectType
+from ..contract.results import DetectionResult
 
 log = logging.getLogger(__name__)
 
 
-def infer(ctx: Any) -> None:
+def infer(ctx: InferenceContext) -> None:
     """Predict the baseline for every candidate, keeping scores >= ``confidence_threshold``."""
     threshold = ctx.params.confidence_threshold
     # ---- REPLACE ME: load your model from ctx.model.files (on ctx.device) ----------------------
@@ -46,7 +37,7 @@ def infer(ctx: Any) -> None:
         predictions = baseline.predict(model, image.width, image.height, ctx.object_type)
         # ---- end of REPLACE ME --------------------------------------------------------------
         kept = [prediction for prediction in predictions if prediction[-1] >= threshold]
-        if ctx.object_type == ObjectType.DETECTION:
+        if isinstance(ctx.results, DetectionResult):  # boxes; the other writer takes masks
             ctx.results.add(path, kept)
         else:
             ctx.results.add(path, image.width, image.height, kept)

@@ -1,25 +1,15 @@
 """Training: learn a model from the training set, evaluate it on the validation set, save it.
 
-The contract, whatever the model:
-
-- hyper-parameters come from ``ctx.params`` (defaults: ``img-man/training-template.yaml``);
-- progress goes to ``ctx.progress(fraction)`` (0..1 of this task's share of ``monitor.txt``);
-- training curves go to ``ctx.tensorboard.add_scalars({tag: value}, step)`` (event files in the
-  folder YMIR shows in its TensorBoard): the loss as it trains, the metrics of every stage;
-- each model stage's files are saved in ``ctx.results.stage_dir(stage)`` (the folder the
-  platform packs that stage from) and registered with
-  ``ctx.results.add_stage(stage, files, metrics)``: file names relative to that folder, metrics
-  computed on the validation set, floats in [0, 1], including the target's main metric (``mAP``
-  for detection, ``maskAP`` for instance segmentation, ``mIoU`` for semantic segmentation).
-  The stage with the best main metric is the model the platform keeps.
+What ``ctx`` offers and what ``ctx.results.add_stage`` expects, whatever the model, is
+documented on :class:`~..contract.context.TrainingContext` (your editor shows it on ``ctx.``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from .. import baseline, evaluation
+from ..contract.context import TrainingContext
 from ..contract.images import image_size
 from ..contract.object_types import ObjectType
 
@@ -36,7 +26,7 @@ STAGE_METRICS = {
 }
 
 
-def train(ctx: Any) -> None:
+def train(ctx: TrainingContext) -> None:
     """Fit the baseline on the training set, evaluate it on the validation set, save it."""
     train_items = ctx.train_items()
     val_items = ctx.val_items()
@@ -86,7 +76,7 @@ class _FitCurve:
 
     POINTS = 20
 
-    def __init__(self, ctx: Any, total: int) -> None:
+    def __init__(self, ctx: TrainingContext, total: int) -> None:
         self.ctx = ctx
         self.total = total
         self.points = 0
@@ -100,7 +90,7 @@ class _FitCurve:
             self.ctx.tensorboard.add_scalars({"train/fit_progress": fraction}, step=step)
 
 
-def _stage_metrics(object_type: int, metrics: dict[str, float]) -> dict[str, float]:
+def _stage_metrics(object_type: ObjectType, metrics: dict[str, float]) -> dict[str, float]:
     return {key: metrics[key] for key in STAGE_METRICS[object_type]}
 
 

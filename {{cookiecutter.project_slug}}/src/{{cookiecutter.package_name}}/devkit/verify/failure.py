@@ -160,9 +160,9 @@ def _half_written(
         as_given, local = candidates
         mining_file = output_path(env, "mining_result_file", out_dir, "result.tsv")
         infer_file = output_path(env, "infer_result_file", out_dir, "infer-result.json")
-        class_names = (
-            config.get("class_names") if isinstance(config.get("class_names"), list) else []
-        )
+        class_names = config.get("class_names")
+        if not isinstance(class_names, list):
+            class_names = []
         results += [
             (
                 mining_file,

@@ -43,7 +43,9 @@ def verify_work_dir(
     if error or not isinstance(env, dict):
         return [finding("WRK001", "{}: {}".format(env_file, error or "not a mapping"))]
     findings: list[Finding] = []
-    inputs = env.get("input") if isinstance(env.get("input"), dict) else {}
+    inputs = env.get("input")
+    if not isinstance(inputs, dict):
+        inputs = {}
     in_root = inputs.get("root_dir")
 
     config_file = rebase(inputs.get("config_file"), in_root, in_dir) or in_dir / "config.yaml"

@@ -62,7 +62,13 @@ _SQUARE_SCALE_KEYS = {
 }
 # Pipelines kept as they are: test-time augmentation has its own scale list on purpose.
 _SKIPPED_KEYS = {"tta_pipeline", "tta_model", "img_scales"}
-_DOWNLOAD_PREFIXES = ("torchvision://", "open-mmlab://", "openmmlab://", "mmcls://", "http://")
+_DOWNLOAD_PREFIXES: tuple[str, ...] = (
+    "torchvision://",
+    "open-mmlab://",
+    "openmmlab://",
+    "mmcls://",
+    "http://",
+)
 _DOWNLOAD_PREFIXES += ("https://", "modelzoo://", "caffe2://", "mmpretrain://", "mmdet://")
 # An iteration-based warm-up longer than this share of the whole run is shortened to it.
 WARMUP_SHARE = 0.1
@@ -264,7 +270,7 @@ def apply_img_size(cfg: Config, img_size: int, reference_size: int) -> int:
         return value
 
     def visit(node: dict, path: str) -> None:
-        kind = node.get("type")
+        kind: Any = node.get("type")  # a registry name, or the class itself
         key = _SQUARE_SCALE_KEYS.get(kind)
         if key and node.get(key) is not None:
             node[key] = square
@@ -479,7 +485,7 @@ def _set_epochs(cfg: Config, settings: TrainingSettings, length: int, lr_factor:
     cfg.train_cfg.update(type="EpochBasedTrainLoop", max_epochs=epochs, val_interval=val_interval)
     intervals = cfg.train_cfg.get("dynamic_intervals")
     if intervals:
-        rescaled = []
+        rescaled: list[tuple[int, int]] = []
         for milestone, interval in intervals:
             point = min(epochs, max(1, round(milestone * ratio)))
             if not rescaled or point > rescaled[-1][0]:
@@ -536,7 +542,7 @@ def _schedulers(schedulers: Any, epochs: int, ratio: float, length: int, lr_fact
         unit = length if convert else 1
         # Epoch boundaries beyond the run (mmengine's "infinite" end) stay open.
         begin = round(float(scheduler.get("begin", 0)) * ratio * unit)
-        end_value = scheduler.get("end")
+        end_value: Any = scheduler.get("end")
         open_end = end_value is None or float(end_value) >= 1e8
         end = None if open_end else round(float(end_value) * ratio * unit)
         if begin >= epochs * unit:

@@ -169,7 +169,7 @@ def _load_checkpoint(weights_file: Path) -> dict:
 def _check_object_type(object_type: int, meta: dict, info: dict, cfg: Any) -> None:
     names = {DETECTION: "detection", 3: "semantic segmentation", 4: "instance segmentation"}
     ymir = cfg.get("ymir") or {}  # what the training's config surgery recorded
-    declarations = (
+    declarations: tuple[tuple[str, Any], ...] = (
         ("checkpoint", meta.get("object_type")),
         ("config", ymir.get("object_type")),
         ("package", info.get("object_type")),
@@ -307,8 +307,8 @@ def _with_contiguous_inputs(forward: Callable, torch: Any) -> Callable:
         return value.contiguous() if torch.is_tensor(value) else value
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        args = [contiguous(value) for value in args]
-        return forward(*args, **{name: contiguous(value) for name, value in kwargs.items()})
+        inputs = [contiguous(value) for value in args]
+        return forward(*inputs, **{name: contiguous(value) for name, value in kwargs.items()})
 
     return wrapped
 

@@ -25,13 +25,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..openmmlab import distributed
 from ..openmmlab.rows import RowFiles
 from .detector import INSTANCE_SEGMENTATION
 from .jobs import job_detector, job_payload, progress_reporter, shard_items, thresholds
 from .predictor import Prediction, predict_batches, to_prediction
+
+if TYPE_CHECKING:
+    from ...contract.context import InferenceContext
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,8 @@ def share_key(
         stat = Path(path).stat()
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     digest.update(f"{object_type}\0{list(class_names)}\0{score_thr!r}\0{iou_thr!r}\n".encode())
-    for path in candidates:
-        digest.update(str(path).encode("utf-8", "surrogateescape") + b"\n")
+    for candidate in candidates:
+        digest.update(str(candidate).encode("utf-8", "surrogateescape") + b"\n")
     return digest.hexdigest()
 
 
@@ -93,7 +96,9 @@ def infer_job(payload: dict, channel: Any) -> None:
             rows.write(output.index, {"prediction": to_prediction(detector, output).to_json()})
 
 
-def infer(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -> None:
+def infer(
+    ctx: InferenceContext, *, fp16: bool | None = None, world_size: int | None = None
+) -> None:
     """Predict every candidate with the package's model and fill ``ctx.results``.
 
     ``fp16`` (default: the optional ``fp16`` hyper-parameter, else False) runs the network in

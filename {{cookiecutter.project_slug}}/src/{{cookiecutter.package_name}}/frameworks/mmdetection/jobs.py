@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..openmmlab import distributed
 from .detector import Detector, load_detector
+
+if TYPE_CHECKING:
+    from ...contract.context import CandidateContext
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ def package_from_payload(payload: dict) -> Any:
     )
 
 
-def job_payload(ctx: Any, kind: str, *, fp16: bool | None = None) -> dict:
+def job_payload(ctx: CandidateContext, kind: str, *, fp16: bool | None = None) -> dict:
     """What :func:`.inference.infer_job` and mining's job need from the task context, as JSON."""
     score_thr, iou_thr = thresholds(ctx.params)
     batch_size, workers = loader_settings(ctx.params)

@@ -46,7 +46,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -55,6 +55,9 @@ from ..openmmlab import distributed
 from ..openmmlab.rows import RowFiles
 from . import inference, jobs, predictor
 from .detector import Detector, load_config, package_files
+
+if TYPE_CHECKING:
+    from ...contract.context import MiningContext
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ def check_aldd_support(model_type: str) -> None:
 # --- the task ----------------------------------------------------------------------------------
 
 
-def mine(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -> None:
+def mine(ctx: MiningContext, *, fp16: bool | None = None, world_size: int | None = None) -> None:
     """Score every candidate with ``mining_algorithm`` and fill ``ctx.results``.
 
     ``fp16`` and ``world_size`` as for :func:`.inference.infer`.
@@ -124,7 +127,7 @@ def mine(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -
                 unreadable += 1  # no score: the writer ranks it below every scored image
                 continue
             ctx.results.add(candidates[index], float(row["score"]))
-        if payload["share"]:
+        if payload["share"] and ctx.handover is not None:
             key = inference.share_key(
                 ctx.model,
                 ctx.object_type,
@@ -141,7 +144,7 @@ def mine(ctx: Any, *, fp16: bool | None = None, world_size: int | None = None) -
     log.info("mining (%s): %d images scored, %d unreadable", algorithm, len(candidates), unreadable)
 
 
-def _mine_random(ctx: Any, candidates: Sequence[Path]) -> None:
+def _mine_random(ctx: MiningContext, candidates: Sequence[Path]) -> None:
     """Random scores; images are decoded (in DataLoader workers) only to rank bad ones last."""
     from torch.utils.data import DataLoader
 

@@ -135,7 +135,7 @@ def models_for(object_type: int) -> list[ModelSpec]:
 
 def default_model(object_type: int) -> ModelSpec:
     """The default model of a target (the img-man template's ``model`` default)."""
-    return MODELS[DEFAULT_MODEL[object_type]]
+    return MODELS[DEFAULT_MODEL[ObjectType(object_type)]]
 
 
 def get_model(name: str, object_type: int | None = None) -> ModelSpec:
@@ -179,7 +179,7 @@ def describe(object_type: int | None = None) -> str:
     for spec in MODELS.values():
         if object_type is not None and spec.object_type != object_type:
             continue
-        default = " (default)" if DEFAULT_MODEL[spec.object_type] == spec.name else ""
+        default = " (default)" if DEFAULT_MODEL[ObjectType(spec.object_type)] == spec.name else ""
         target = ObjectType(spec.object_type).title
         lines.append(f"{spec.name}{default} [{target}]: {spec.description} ({spec.config})")
     return "\n".join(lines)

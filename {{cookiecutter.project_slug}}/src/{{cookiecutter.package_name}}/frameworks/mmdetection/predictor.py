@@ -303,8 +303,10 @@ def to_prediction(detector: Detector, output: BatchOutput, view: int = 0) -> Pre
         )
     ]
     if masks is not None:
+        kept_masks: list = []
         for position, class_index, score in zip(kept.tolist(), class_indices, clipped):
             mask = masks[position]
             if mask.shape == (height, width) and mask.any():
-                prediction.masks.append((encode_rle(mask), class_index, score))
+                kept_masks.append((encode_rle(mask), class_index, score))
+        prediction.masks = kept_masks
     return prediction

@@ -25,7 +25,7 @@ import functools
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
@@ -36,13 +36,16 @@ from ..openmmlab.hooks import run_training, stage_dirs, train_rank
 from . import config as configs
 from . import data, models
 
+if TYPE_CHECKING:
+    from ...contract.context import TrainingContext
+
 log = logging.getLogger(__name__)
 
 # Shares of the task's progress: data conversion and weights first, then the training run.
 PREPARED, TRAINED = 0.02, 0.99
 
 
-def run(ctx: Any) -> None:
+def run(ctx: TrainingContext) -> None:
     """Train the configured model on the task's data and write stages ``best`` / ``last``."""
     settings = configs.training_settings(ctx.params)
     spec = models.get_model(settings.model, ctx.object_type)
@@ -138,7 +141,9 @@ def train_job(payload: dict, channel: distributed.Channel) -> None:
 # starting weights
 
 
-def prepare_weights(ctx: Any, spec: models.ModelSpec, cfg: Any, source: Path, origin: str) -> Path:
+def prepare_weights(
+    ctx: TrainingContext, spec: models.ModelSpec, cfg: Any, source: Path, origin: str
+) -> Path:
     """A file ``load_from`` can read: ``source`` itself, or a copy without the head.
 
     Raises:

@@ -20,14 +20,17 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import jobs
+
+if TYPE_CHECKING:
+    from ...contract.context import CandidateContext, InferenceContext, TaskContext
 
 log = logging.getLogger(__name__)
 
 
-def settings(ctx: Any) -> dict[str, Any]:
+def settings(ctx: TaskContext) -> dict[str, Any]:
     """The task's prediction settings (typed and range-checked by their declarations)."""
     return {
         "batch_size": ctx.params.batch_size_per_gpu,
@@ -36,7 +39,7 @@ def settings(ctx: Any) -> dict[str, Any]:
     }
 
 
-def share_key(ctx: Any, confidence_threshold: float) -> str:
+def share_key(ctx: CandidateContext, confidence_threshold: float) -> str:
     """What must be equal for mining's masks to be inference's: model files (path, size,
     modification time), classes, candidates and the threshold."""
     digest = hashlib.sha1()
@@ -44,12 +47,12 @@ def share_key(ctx: Any, confidence_threshold: float) -> str:
         stat = Path(path).stat()
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     digest.update(f"{list(ctx.class_names)}\0{confidence_threshold!r}\n".encode())
-    for path in ctx.candidates():
-        digest.update(str(path).encode("utf-8", "surrogateescape") + b"\n")
+    for candidate in ctx.candidates():
+        digest.update(str(candidate).encode("utf-8", "surrogateescape") + b"\n")
     return digest.hexdigest()
 
 
-def run(ctx: Any) -> None:
+def run(ctx: InferenceContext) -> None:
     """Predict every candidate and add the masks to ``ctx.results`` (written by the caller)."""
     options = settings(ctx)
     candidates = ctx.candidates()

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ...contract.masks import encode_rle
+from ...contract.results import SegmentationResult
 from ..openmmlab import distributed
 from ..openmmlab.rows import RowFiles
+
+if TYPE_CHECKING:
+    from ...contract.context import CandidateContext, InferenceContext
 
 log = logging.getLogger(__name__)
 
 
 def run(
-    ctx: Any,
+    ctx: CandidateContext,
     *,
     masks: bool,
     algorithm: str | None,
@@ -118,19 +122,23 @@ class _Paths(Sequence):
     def __len__(self) -> int:
         return len(self.indices)
 
+    # Only the loader reads it, one position at a time: no slice overload.
     def __getitem__(self, position: int) -> Path:  # type: ignore[override]
         return Path(self.candidates[self.indices[position]])
 
 
-def add_masks(ctx: Any, candidates: Sequence[Path], rows: RowFiles) -> int:
+def add_masks(ctx: InferenceContext, candidates: Sequence[Path], rows: RowFiles) -> int:
     """Add every entry's masks to ``ctx.results``, one candidate at a time; returns how many
     images had none."""
+    results = ctx.results
+    if not isinstance(results, SegmentationResult):  # a semantic segmentation executor's writer
+        raise TypeError(f"masks go to a SegmentationResult, not a {type(results).__name__}")
     missing = 0
     for index, entry in rows.merged(len(candidates)):
         if "error" in entry:
             missing += 1
             continue
-        ctx.results.add(
+        results.add(
             candidates[index],
             entry["width"],
             entry["height"],

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from . import inference, jobs
+
+if TYPE_CHECKING:
+    from ...contract.context import MiningContext
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ def region_score(uncertainty: torch.Tensor, grid: int = GRID, top: float = TOP_F
     return float(pooled.topk(count).values.mean())
 
 
-def run(ctx: Any) -> None:
+def run(ctx: MiningContext) -> None:
     """Score every candidate into ``ctx.results`` (written, sorted, by the caller)."""
     algorithm = ctx.params.mining_algorithm  # one of the declared choices
     candidates = ctx.candidates()
@@ -97,7 +100,7 @@ def run(ctx: Any) -> None:
     except BaseException:
         rows.remove()
         raise
-    if with_infer:
+    if with_infer and ctx.handover is not None:
         ctx.handover.keep(inference.share_key(ctx, options["confidence_threshold"]), rows)
     else:
         rows.remove()

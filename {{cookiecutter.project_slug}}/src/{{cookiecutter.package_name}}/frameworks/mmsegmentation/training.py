@@ -28,7 +28,7 @@ import logging
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ... import __version__
 from ...contract.errors import ErrorCode, ExecutorError
@@ -39,6 +39,9 @@ from ..openmmlab import distributed, preflight, weights
 from ..openmmlab.hooks import run_training, stage_dirs, train_rank
 from . import config as configs
 from . import data, models
+
+if TYPE_CHECKING:
+    from ...contract.context import TrainingContext
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ def settings(params: Params) -> Settings:
     return Settings(**{field.name: params[field.name] for field in fields(Settings)})
 
 
-def run(ctx: Any) -> None:
+def run(ctx: TrainingContext) -> None:
     """Train the configured model on the task's data and write stages ``best`` / ``last``."""
     options = settings(ctx.params)
     spec = models.get_model(options.model)
@@ -184,7 +187,7 @@ def train_job(payload: dict, channel: distributed.Channel) -> None:
 
 
 def prepare_weights(
-    ctx: Any,
+    ctx: TrainingContext,
     spec: models.ModelSpec,
     cfg: Any,
     labels: data.LabelSet,

@@ -38,10 +38,13 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Sequence, TypeVar
 
 from ...contract.errors import ErrorCode, ExecutorError
 from . import failures, preflight
+
+if TYPE_CHECKING:
+    from ...contract.context import TaskContext
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +159,7 @@ def launch(
 def run_task_job(
     fn: Callable[[dict, Channel], Any],
     payload: dict,
-    ctx: Any,
+    ctx: TaskContext,
     handlers: Handlers,
     *,
     processes: int | None = None,
@@ -296,7 +299,7 @@ def _launcher(count: int, port: int) -> list[str]:
     ]
 
 
-def visible_devices(gpu_ids: Sequence[int], environ: dict) -> str:
+def visible_devices(gpu_ids: Sequence[int], environ: Mapping[str, str]) -> str:
     """``CUDA_VISIBLE_DEVICES`` for in-container indices, honouring one already set."""
     current = [part.strip() for part in environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
     current = [part for part in current if part]

@@ -41,7 +41,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -52,6 +52,9 @@ from .checkpoint import save_checkpoint, trusted_load
 from .distributed import Channel
 from .failures import NonFiniteLossError
 from .weights import CONFIG_FILE, WEIGHTS_FILE
+
+if TYPE_CHECKING:
+    from ...contract.context import TrainingContext
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +120,13 @@ def _find(metrics: Mapping[str, Any], key: str) -> float | None:
     return None
 
 
-def stage_dirs(ctx: Any) -> dict[str, str]:
+def stage_dirs(ctx: TrainingContext) -> dict[str, str]:
     """The folders of stages ``last`` and ``best`` (``ctx.results.stage_dir``), for the hook."""
     return {name: str(ctx.results.stage_dir(name)) for name in (LAST, BEST)}
 
 
 def run_training(
-    ctx: Any,
+    ctx: TrainingContext,
     job: Callable[[dict, Channel], None],
     payload: dict,
     *,

@@ -22,9 +22,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ...contract.errors import ErrorCode, ExecutorError
+
+if TYPE_CHECKING:
+    from ...contract.context import TrainingContext
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class ModelSpec:
 def shipped_config(package: str, spec: ModelSpec) -> Path:
     """The config file of ``spec`` inside the installed framework ``package`` (mmdet, mmseg)."""
     module = importlib.import_module(package)  # late: the download CLI runs without it
-    root = Path(module.__file__).parent
+    root = Path(str(module.__file__)).parent
     for configs in (root / ".mim" / "configs", root.parent / "configs"):
         if configs.is_dir():
             path = configs / spec.config
@@ -86,7 +89,9 @@ def baked_weights(spec: ModelSpec) -> Path | None:
 # the weights a training run starts from
 
 
-def weights_source(ctx: Any, spec: ModelSpec, baked_origin: str) -> tuple[Path | None, str]:
+def weights_source(
+    ctx: TrainingContext, spec: ModelSpec, baked_origin: str
+) -> tuple[Path | None, str]:
     """The weights file to start from and a phrase saying where it comes from.
 
     The pretrained model's weights when the task has one, else the baked weights of ``spec``
@@ -121,7 +126,9 @@ def weights_source(ctx: Any, spec: ModelSpec, baked_origin: str) -> tuple[Path |
     return baked, f"{baked_origin} baked into the image ({baked})"
 
 
-def check_origin(ctx: Any, spec: ModelSpec, meta: Mapping, origin: str, target_name: str) -> None:
+def check_origin(
+    ctx: TrainingContext, spec: ModelSpec, meta: Mapping, origin: str, target_name: str
+) -> None:
     """Refuse weights of another target or of another model than the one the task trains.
 
     Raises:

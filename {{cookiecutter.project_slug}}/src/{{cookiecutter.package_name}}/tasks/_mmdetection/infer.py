@@ -7,17 +7,16 @@ and ``iou_threshold`` in its test config, the candidates run through it in batch
 process per GPU), and the boxes (detection) or instance masks (instance segmentation, as
 compressed RLE) go to ``ctx.results``. Unreadable images get an empty result. When mining ran
 just before in the same task, its predictions are reused instead of a second pass. Replace this
-function with your own code if you like: the contract is the one described in
-``tasks/__init__.py``.
+function with your own code if you like: the contract is
+documented on the type of ``ctx``, :class:`~..contract.context.InferenceContext`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..contract.context import InferenceContext
 from ..frameworks.mmdetection import inference
 
 
-def infer(ctx: Any) -> None:
+def infer(ctx: InferenceContext) -> None:
     """Predict every candidate image into ``ctx.results``."""
     inference.infer(ctx)

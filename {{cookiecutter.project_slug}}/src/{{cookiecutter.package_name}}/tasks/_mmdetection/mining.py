@@ -5,16 +5,16 @@
 flip / cutout / rotation / shrink, ``aldd`` dense-head uncertainty for RTMDet, YOLOX and
 RetinaNet, or ``random``); the result writer sorts them, unreadable images last. When inference
 runs in the same task, it reuses the predictions made here. Replace this function with your own
-code if you like: the contract is the one described in ``tasks/__init__.py``.
+code if you like: the contract is
+documented on the type of ``ctx``, :class:`~..contract.context.MiningContext`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..contract.context import MiningContext
 from ..frameworks.mmdetection import mining
 
 
-def mine(ctx: Any) -> None:
+def mine(ctx: MiningContext) -> None:
     """Score every candidate image into ``ctx.results``."""
     mining.mine(ctx)

@@ -14,17 +14,17 @@ What happens (``frameworks/mmdetection/training.py`` has the details):
   mAP@[.5:.95]; instance segmentation: ``maskAP``, ``boxAP``); progress goes to monitor.txt.
 
 To change the model family, the data handling or the stages, edit the framework package; to
-train something else entirely, replace the body of :func:`train` (the contract is in the stub
-executor's ``tasks/training.py`` docstring: ``ctx.results.add_stage`` with the main metric).
+train something else entirely, replace the body of :func:`train` (the contract is documented
+on the type of ``ctx``, :class:`~..contract.context.TrainingContext`: ``ctx.results.add_stage``
+with the main metric).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..contract.context import TrainingContext
 from ..frameworks.mmdetection import training
 
 
-def train(ctx: Any) -> None:
+def train(ctx: TrainingContext) -> None:
     """Train an MMDetection model on the task's data; the stages land in result.yaml."""
     training.run(ctx)

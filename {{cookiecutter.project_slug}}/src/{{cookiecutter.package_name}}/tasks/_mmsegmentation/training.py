@@ -6,16 +6,16 @@ adapted to the task's classes and hyper-parameters, and an mmengine runner train
 process per GPU through torchrun). After every validation a hook writes the model stages
 ``best`` and ``last`` (``model.pth`` + ``config.py``) with ``mIoU`` / ``mAcc`` into
 ``/out/models/result.yaml`` and reports progress. Change the behaviour there, or replace this
-function with your own code: the contract is the one described in ``tasks/__init__.py``.
+function with your own code: the contract is
+documented on the type of ``ctx``, :class:`~..contract.context.TrainingContext`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..contract.context import TrainingContext
 from ..frameworks.mmsegmentation import training
 
 
-def train(ctx: Any) -> None:
+def train(ctx: TrainingContext) -> None:
     """Train the model named by ``ctx.params.model`` and write its stages."""
     training.run(ctx)
