@@ -202,6 +202,44 @@ def test_failed_inference_leaves_no_partial_result(
     assert not (work / "out" / "infer-result.json").exists()
 
 
+class KeptPredictions:
+    """Stands for a framework's rows files kept for inference; records its removal."""
+
+    removed = False
+
+    def remove(self) -> None:
+        self.removed = True
+
+
+@requires("mining", "infer")
+@pytest.mark.parametrize("inference", ["fails", "succeeds"])
+def test_mining_predictions_never_outlive_the_run(
+    tmp_path: Path, stub_model_tar: Path, capsys, monkeypatch, inference: str
+) -> None:
+    work = tmp_path / "work"
+    synthesize(work, "mining+infer", OBJECT_TYPE, model_params=stub_model_tar, params=QUICK_PARAMS)
+    mining, infer = (
+        importlib.import_module(f"{tasks.__name__}.{name}") for name in ("mining", "infer")
+    )
+    kept = KeptPredictions()
+    original_mine, original_infer = mining.mine, infer.infer
+
+    def mine_and_keep(ctx) -> None:
+        original_mine(ctx)
+        ctx.handover.keep("settings inference does not ask for", kept)
+
+    def infer_or_fail(ctx) -> None:
+        if inference == "fails":
+            raise RuntimeError("inference broke after mining")
+        original_infer(ctx)
+
+    monkeypatch.setattr(mining, "mine", mine_and_keep)
+    monkeypatch.setattr(infer, "infer", infer_or_fail)
+    status, last_line = run_main(work, capsys)
+    assert status == (1 if inference == "fails" else 0), last_line
+    assert kept.removed
+
+
 def test_unreadable_candidates_get_empty_results_and_the_run_succeeds(
     candidate_work, capsys
 ) -> None:

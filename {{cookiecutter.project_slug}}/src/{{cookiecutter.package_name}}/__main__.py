@@ -106,30 +106,36 @@ def execute(env: env_module.Env, monitor: Monitor) -> None:
     if {"mining", "infer"} <= set(tasks):
         handover = PredictionHandover()
 
-    for index, task in enumerate(tasks):
-        model_key = "pretrained_model_params" if task == "training" else "model_params_path"
-        model = models.load_model_package(
-            env.input.models_dir, context.model_paths(config, model_key)
-        )
-        ctx = context.build(
-            task,
-            env=env,
-            params=params,
-            config=config,
-            object_type=object_type,
-            class_names=class_names,
-            gpu_ids=gpu_ids,
-            progress=monitor.subrange(index / len(tasks), (index + 1) / len(tasks)),
-            model=model,
-            handover=handover,
-        )
-        log.info("%s started on %s with %d classes", task, ctx.device, len(class_names))
-        functions[task](ctx)
-        if not isinstance(ctx, context.TrainingContext):
-            # Written once, after the whole task succeeded: a failure leaves no partial file.
-            ctx.results.write()
-        ctx.progress(1.0)
-        log.info("%s finished", task)
+    try:
+        for index, task in enumerate(tasks):
+            model_key = "pretrained_model_params" if task == "training" else "model_params_path"
+            model = models.load_model_package(
+                env.input.models_dir, context.model_paths(config, model_key)
+            )
+            ctx = context.build(
+                task,
+                env=env,
+                params=params,
+                config=config,
+                object_type=object_type,
+                class_names=class_names,
+                gpu_ids=gpu_ids,
+                progress=monitor.subrange(index / len(tasks), (index + 1) / len(tasks)),
+                model=model,
+                handover=handover,
+            )
+            log.info("%s started on %s with %d classes", task, ctx.device, len(class_names))
+            functions[task](ctx)
+            if not isinstance(ctx, context.TrainingContext):
+                # Written once, after the whole task succeeded: a failure leaves no partial file.
+                ctx.results.write()
+            ctx.progress(1.0)
+            log.info("%s finished", task)
+    finally:
+        if handover is not None:
+            # Whatever inference did not take (it failed, or used other settings) goes with
+            # the run: no prediction file outlives it in /out.
+            handover.discard()
     monitor.progress(1.0)
 
 
