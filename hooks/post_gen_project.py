@@ -75,7 +75,9 @@ def select_framework(answers, package_dir):
         remove(package_dir / "frameworks")
         for test in Path("tests").glob("test_openmmlab_*.py"):
             remove(test)
-        remove(Path("scripts"))  # it installs the OpenMMLab stack
+        # They install and check the OpenMMLab stack; the lint script stays.
+        remove(Path("scripts", "install-cpu-stack.sh"))
+        remove(Path("scripts", "gpu_check.py"))
         remove(Path("docker", "build-mmcv.sh"))  # it compiles mmcv
     # The benchmarks of the reference frameworks go with them; the scale benchmark stays.
     for name in FRAMEWORKS:

@@ -87,6 +87,7 @@ def expected_files(
         "docker/check-permissions.sh",
         "docker/start.sh",
         "docs/protocol.md",
+        "scripts/function_length.py",
         "img-man/manifest.yaml",
         "pyproject.toml",
         "renovate.json",

@@ -1,50 +1,51 @@
-"""No function longer than a screen and a half: a long one is split where its steps are.
-
-Ruff has no rule that counts a function's lines (``PLR0915`` counts statements, and a wrapped
-call or literal is one statement over many lines), so this walks the sources with ``ast``.
-Docstrings do not count: documentation is never the reason to split a function.
-"""
+"""scripts/function_length.py, the ``make lint`` check that no function is over 80 lines."""
 
 from __future__ import annotations
 
-import ast
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE_DIRS = ("src", "tests", "benchmarks", "scripts")
-MAX_LINES = 80
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "function_length.py"
 
 
-def python_files() -> list[Path]:
-    return sorted(path for name in SOURCE_DIRS for path in (ROOT / name).rglob("*.py"))
+def load_script():
+    spec = importlib.util.spec_from_file_location("function_length", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def code_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
-    """Lines from ``def`` to the last statement, without the docstring."""
-    lines = function.end_lineno - function.lineno + 1
-    if ast.get_docstring(function, clean=False) is not None:
-        docstring = function.body[0]
-        lines -= docstring.end_lineno - docstring.lineno + 1
-    return lines
+function_length = load_script()
 
 
-def long_functions(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    return [
-        f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {code_lines(node)} lines"
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-        and code_lines(node) > MAX_LINES
-    ]
+def long_source(folder: Path) -> Path:
+    body = "".join(f"    x{index} = {index}\n" for index in range(function_length.MAX_LINES))
+    source = folder / "long.py"
+    source.write_text(f'def long():\n    """Docstrings do not count."""\n{body}', encoding="utf-8")
+    return source
 
 
 def test_no_function_is_longer_than_max_lines():
-    assert [found for path in python_files() for found in long_functions(path)] == []
+    folders = [function_length.ROOT / name for name in function_length.SOURCE_DIRS]
+    files = function_length.python_files(folders)
+    assert SCRIPT in files and Path(__file__).resolve() in files
+    assert [found for path in files for found in function_length.long_functions(path)] == []
 
 
 def test_a_long_function_is_found(tmp_path):
-    body = "".join(f"    x{index} = {index}\n" for index in range(MAX_LINES))
-    source = tmp_path / "long.py"
-    source.write_text(f'def long():\n    """Docstrings do not count."""\n{body}', encoding="utf-8")
-    tree = ast.parse(source.read_text(encoding="utf-8"))
-    assert [code_lines(node) for node in tree.body] == [MAX_LINES + 1]
+    tree = function_length.ast.parse(long_source(tmp_path).read_text(encoding="utf-8"))
+    assert [function_length.code_lines(node) for node in tree.body] == [
+        function_length.MAX_LINES + 1
+    ]
+
+
+def test_the_command_names_a_long_function_and_fails(tmp_path):
+    source = long_source(tmp_path)
+    command = [sys.executable, str(SCRIPT), str(tmp_path)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert completed.returncode == 1
+    assert completed.stdout.strip() == f"{source}:1 long: 81 lines (at most 80)"
+    source.write_text("def short():\n    return 1\n", encoding="utf-8")
+    assert subprocess.run(command, capture_output=True, check=False).returncode == 0
