@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import OBJECT_TYPE, SUPPORTED_TASKS
+from conftest import OBJECT_TYPE, SUPPORTED_TASKS, requires
 from {{ cookiecutter.package_name }}.__main__ import TASK_FUNCTIONS
 from {{ cookiecutter.package_name }}.contract import context
 from {{ cookiecutter.package_name }}.contract.env import load_env
@@ -54,6 +54,7 @@ def build(work: Path, task: str, object_type: ObjectType) -> context.TaskContext
     )
 
 
+@requires("training")
 def test_training_gets_the_datasets_and_the_result_yaml_writer(tmp_path: Path) -> None:
     synthesize(tmp_path, "training", OBJECT_TYPE)
     ctx = build(tmp_path, "training", OBJECT_TYPE)
@@ -63,7 +64,8 @@ def test_training_gets_the_datasets_and_the_result_yaml_writer(tmp_path: Path) -
     assert ctx.train_items() and ctx.val_items()
 
 
-@pytest.mark.parametrize("task", ["mining", "infer"])
+# The work dir comes from the executor's own templates: only the tasks it declares.
+@pytest.mark.parametrize("task", sorted(SUPPORTED_TASKS & {"mining", "infer"}))
 @pytest.mark.parametrize("object_type", list(ObjectType))
 def test_candidate_tasks_get_the_candidates_and_their_writer(
     tmp_path: Path, task: str, object_type: ObjectType
