@@ -320,31 +320,26 @@ def build(
 ) -> TrainingContext | MiningContext | InferenceContext:
     """The context of ``task``, with the validated writer of the task's output file;
     ``handover`` goes to mining and inference (training has no use for it)."""
+    shared: dict[str, Any] = dict(
+        env=env,
+        params=params,
+        config=config,
+        object_type=object_type,
+        class_names=class_names,
+        gpu_ids=gpu_ids,
+        progress=progress,
+        model=model,
+    )
     if task == "training":
         return TrainingContext(
-            env=env,
-            params=params,
-            config=config,
-            object_type=object_type,
-            class_names=class_names,
-            gpu_ids=gpu_ids,
-            progress=progress,
-            model=model,
-            results=TrainingResult(env.output, object_type, env.legacy),
+            **shared, results=TrainingResult(env.output, object_type, env.legacy)
         )
     candidates = dataset.read_candidates(
         _required(env.input.candidate_index_file, "candidate_index_file")
     )
     if task == "mining":
         return MiningContext(
-            env=env,
-            params=params,
-            config=config,
-            object_type=object_type,
-            class_names=class_names,
-            gpu_ids=gpu_ids,
-            progress=progress,
-            model=model,
+            **shared,
             candidate_list=candidates,
             handover=handover,
             results=MiningResult(env.output, candidates),
@@ -354,16 +349,4 @@ def build(
         results = DetectionResult(env.output, candidates, list(class_names), env.legacy)
     else:
         results = SegmentationResult(env.output, candidates, list(class_names), object_type)
-    return InferenceContext(
-        env=env,
-        params=params,
-        config=config,
-        object_type=object_type,
-        class_names=class_names,
-        gpu_ids=gpu_ids,
-        progress=progress,
-        model=model,
-        candidate_list=candidates,
-        handover=handover,
-        results=results,
-    )
+    return InferenceContext(**shared, candidate_list=candidates, handover=handover, results=results)
