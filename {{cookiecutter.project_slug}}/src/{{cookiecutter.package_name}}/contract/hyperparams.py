@@ -30,6 +30,9 @@ from .errors import ErrorCode, ExecutorError
 from .object_types import ObjectType
 
 TASKS = ("training", "mining", "infer")
+# The ``tasks`` of a declaration, named for the declarations' readability.
+TRAINING, MINING, INFER = ("training",), ("mining",), ("infer",)
+PREDICTING = MINING + INFER
 # When mining and inference run in one task, YMIR's web UI shows and submits the mining
 # template, so its defaults and declarations win: later tasks here take precedence.
 TASK_PRECEDENCE = ("training", "infer", "mining")

@@ -14,10 +14,9 @@ tasks, then run that command (the tests fail until the three agree).
 
 from __future__ import annotations
 
-from ..contract.hyperparams import Choice, HyperParameter, Integer, Number
+from ..contract.hyperparams import INFER, MINING, TRAINING, Choice, HyperParameter, Integer, Number
 from ..contract.object_types import ObjectType
 
-TRAINING, MINING, INFER = ("training",), ("mining",), ("infer",)
 SEGMENTATION = (ObjectType.SEMANTIC_SEGMENTATION, ObjectType.INSTANCE_SEGMENTATION)
 
 HYPERPARAMETERS: tuple[HyperParameter, ...] = (

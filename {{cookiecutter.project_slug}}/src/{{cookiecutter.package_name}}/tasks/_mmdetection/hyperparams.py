@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import functools
 
-from ..contract.hyperparams import Boolean, Choice, HyperParameter, Integer, Number, Text
+from ..contract.hyperparams import (
+    INFER,
+    MINING,
+    PREDICTING,
+    TRAINING,
+    Boolean,
+    Choice,
+    HyperParameter,
+    Integer,
+    Number,
+    Text,
+)
 from ..contract.object_types import ObjectType
 from ..frameworks.mmdetection import models
-
-TRAINING, MINING, INFER = ("training",), ("mining",), ("infer",)
-PREDICTING = ("mining", "infer")
 
 
 def _model_name(object_type: int, name: str) -> str:

@@ -14,11 +14,19 @@ tasks, then run that command (the tests fail until the three agree).
 
 from __future__ import annotations
 
-from ..contract.hyperparams import Boolean, Choice, HyperParameter, Integer, Number, Text
+from ..contract.hyperparams import (
+    INFER,
+    MINING,
+    PREDICTING,
+    TRAINING,
+    Boolean,
+    Choice,
+    HyperParameter,
+    Integer,
+    Number,
+    Text,
+)
 from ..frameworks.mmsegmentation import models
-
-TRAINING, MINING, INFER = ("training",), ("mining",), ("infer",)
-PREDICTING = ("mining", "infer")
 
 
 def _model_name(name: str) -> str:
