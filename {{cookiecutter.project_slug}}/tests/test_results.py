@@ -340,13 +340,21 @@ def test_detection_size_argument_and_unreadable_images(out, tmp_path):
         (1, 1, 4, 4, 0, None),
         (math.nan, 1, 4, 4, 0, 0.5),
         (1, 1, 4, 4, 0),
+        (1, 1, 4, 4, 1.5, 0.5),
+        (1, 1, 4, 4, 0, -5e-324),
+        (1, 1, math.inf, 4, 0, 0.5),
+        (1, 1, 4, 4, 0, True),
     ],
 )
-def test_detection_refuses_bad_boxes(out, tmp_path, box):
+# Few boxes are checked one by one, many on arrays (DetectionResult.add): both refuse.
+@pytest.mark.parametrize("form", ["few", "many", "array"])
+def test_detection_refuses_bad_boxes(out, tmp_path, box, form):
     candidates = images(tmp_path)
     writer = DetectionResult(out, candidates, CLASS_NAMES, legacy=False)
+    boxes = [(1, 1, 2, 2, 0, 0.5)] * (1 if form == "few" else 12) + [box]
+    numeric = len(box) == 6 and all(type(value) in (int, float) for value in box)
     with pytest.raises(ValueError):
-        writer.add(candidates[0], [(1, 1, 2, 2, 0, 0.5), box])
+        writer.add(candidates[0], np.array(boxes) if form == "array" and numeric else boxes)
     writer.write()
     # The refused call added nothing, not even its valid first box.
     entry = json.loads(out.infer_result_file.read_text())["detection"][candidates[0].name]

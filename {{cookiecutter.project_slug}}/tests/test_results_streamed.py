@@ -105,7 +105,10 @@ def empty_entries_as_streamed(document: dict, legacy: bool) -> dict:
 
 
 @pytest.mark.parametrize("legacy", [False, True])
-def test_detection_writes_todays_document(tmp_path, legacy):
+@pytest.mark.parametrize("batch_boxes", [None, 40], ids=["one-batch", "many-batches"])
+def test_detection_writes_todays_document(tmp_path, monkeypatch, legacy, batch_boxes):
+    if batch_boxes:  # boxes formatted a few images at a time, as at scale
+        monkeypatch.setattr(results, "_BATCH_BOXES", batch_boxes)
     rng = np.random.RandomState(7)
     candidates = candidate_images(tmp_path, 40, rng)
     streamed = DetectionResult(outputs(tmp_path / "new"), candidates, CLASS_NAMES, legacy)
@@ -131,6 +134,30 @@ def test_detection_writes_todays_document(tmp_path, legacy):
     assert text == json.dumps(expected, allow_nan=False, ensure_ascii=True) + "\n"
     key = "annotations" if legacy else "boxes"
     assert sum(len(entry[key]) for entry in expected["detection"].values()) > 100
+
+
+def test_detection_large_images_and_a_copy_without_the_kernel(tmp_path, monkeypatch):
+    """Coordinates beyond the table of decimal texts, and systems without copy_file_range."""
+
+    def refuse(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    monkeypatch.setattr(results, "_BATCH_BOXES", 20)
+    rng = np.random.RandomState(11)
+    candidates = [tmp_path / "in" / f"{index}.tif" for index in range(6)]  # no files: no size
+    streamed = DetectionResult(outputs(tmp_path / "new"), candidates, CLASS_NAMES, False)
+    old = reference.DetectionResult(outputs(tmp_path / "old"), candidates, CLASS_NAMES, False)
+    for index in [0, 1, 3, 1, 5]:
+        boxes = rng.uniform(0, 40_000, size=(12, 6))
+        boxes[:, 4], boxes[:, 5] = rng.randint(3, size=12), rng.rand(12)
+        size = (40_000, 30_000) if index == 3 else None
+        twin_calls(streamed, old, "add", candidates[index], boxes, size=size)
+    streamed.write()
+    old.write()
+    expected = empty_entries_as_streamed(json.loads(old.result_file.read_text()), False)
+    assert streamed.result_file.read_text() == json.dumps(expected, ensure_ascii=True) + "\n"
+    assert max(box["box"]["x"] for box in expected["detection"]["1.tif"]["boxes"]) >= 1 << 14
 
 
 def random_mask(rng: np.random.RandomState, height: int, width: int) -> np.ndarray:
@@ -237,11 +264,11 @@ def test_spool_stays_out_of_sight_and_a_failed_write_keeps_the_old_file(tmp_path
     first = out.infer_result_file.read_bytes()
     writer.add(candidates[1], [(1, 1, 4, 4, 1, 0.5)])
 
-    def broken_records(self):
-        yield None
+    def broken_copy(self, stream, offset, length):
+        stream.write(b"part of a record")
         raise OSError("disk full")
 
-    monkeypatch.setattr(results._Spool, "records", broken_records)
+    monkeypatch.setattr(results._Spool, "copy", broken_copy)
     with pytest.raises(OSError):
         writer.write()
     assert out.infer_result_file.read_bytes() == first

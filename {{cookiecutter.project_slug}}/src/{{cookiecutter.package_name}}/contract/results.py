@@ -20,6 +20,7 @@ candidate order, piece by piece, into a temporary file that replaces the result 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -28,7 +29,7 @@ import os
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Iterator, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Sequence, Tuple, Union
 
 import numpy as np
 import yaml
@@ -495,8 +496,62 @@ class _Spool:
             block = os.pread(fd, max(length, _SPOOL_BLOCK), offset)
             yield block[:length]
 
+    def runs(self) -> Iterator[tuple[int, int, int, int]]:
+        """``(first, end, offset, length)``: runs of candidates ``first`` to ``end - 1`` whose
+        records lie one after the other in the file, in candidate order (records added in
+        candidate order make one run); the candidates between runs have no record."""
+        offsets, lengths = self._offsets, self._lengths
+        present = offsets >= 0
+        follows = np.zeros(len(offsets) + 1, dtype=bool)  # the last entry ends the last run
+        follows[1:-1] = present[1:] & present[:-1] & (offsets[1:] == offsets[:-1] + lengths[:-1])
+        starts = np.flatnonzero(present & ~follows[:-1])
+        breaks = np.flatnonzero(~follows[1:]) + 1  # where each run ends
+        ends = breaks[np.searchsorted(breaks, starts, side="right")]
+        for first, end in zip(starts.tolist(), ends.tolist()):
+            offset = int(offsets[first])
+            yield first, end, offset, int(offsets[end - 1] + lengths[end - 1]) - offset
+
+    def copy(self, stream: BinaryIO, offset: int, length: int) -> None:
+        """Append ``length`` bytes of the file from ``offset`` to ``stream``.
+
+        The kernel copies them (``copy_file_range``) without passing through Python where the
+        system allows it; otherwise they are read and written a few megabytes at a time.
+        """
+        self._file.flush()
+        source = self._file.fileno()
+        if _kernel_copy(source, stream, offset, length):
+            return
+        for start in range(offset, offset + length, _SPOOL_BLOCK):
+            stream.write(os.pread(source, min(_SPOOL_BLOCK, offset + length - start), start))
+
     def close(self) -> None:
         self._file.close()
+
+
+def _kernel_copy(source: int, stream: BinaryIO, offset: int, length: int) -> bool:
+    """Append a byte range of file ``source`` to ``stream`` in the kernel; False if it cannot.
+
+    ``copy_file_range`` writes at the target's file position: ``stream`` is flushed first,
+    and it writes there afterwards. Python < 3.8 lacks it, and some file systems refuse it
+    (EXDEV, ENOSYS, EINVAL, EOPNOTSUPP): nothing is copied then.
+    """
+    copy_file_range = getattr(os, "copy_file_range", None)
+    if copy_file_range is None or not length:
+        return not length
+    stream.flush()
+    target = stream.fileno()
+    try:
+        copied = copy_file_range(source, target, length, offset)
+    except OSError:
+        return False
+    if not copied:  # nothing copied: a file system that only pretends to support it
+        return False
+    while copied < length:
+        step = copy_file_range(source, target, length - copied, offset + copied)
+        if step <= 0:
+            raise OSError(f"copy_file_range stopped {length - copied} bytes short")
+        copied += step
+    return True
 
 
 # Records read at once when assembling a result (and the size of the pieces written out).
@@ -511,6 +566,11 @@ _PLAIN_NUMBERS = frozenset({float, int, np.float64, np.float32, np.int64, np.int
 _EXACT_LIMIT = float(2**52)
 # Below this many boxes the per-box path is cheaper than the array path's fixed cost.
 _ARRAY_MIN_BOXES = 8
+# Boxes (and images) gathered before they are formatted: a few megabytes at most.
+_BATCH_BOXES = 1 << 14
+_BATCH_ITEMS = 1 << 12
+# Formats of images with up to this many boxes are kept for reuse.
+_TEMPLATES_UP_TO = 1024
 
 # One detection entry exactly as json.dumps writes it (default separators, ensure_ascii).
 _BOX_JSON = (
@@ -521,6 +581,122 @@ _BOX_JSON = (
 _LEGACY_BOX_JSON = '{"box": {"x": %d, "y": %d, "w": %d, "h": %d}, "class_name": %s, "score": %r}'
 
 Box = Tuple[Any, Any, Any, Any, Any, Any]
+
+
+def _box_limits(classes: int) -> np.ndarray:
+    """The lowest and highest value of each of a box's six numbers that ``add()`` accepts."""
+    return np.array([[-_EXACT_LIMIT] * 4 + [0.0, 0.0], [_EXACT_LIMIT] * 4 + [classes - 1.0, 1.0]])
+
+
+def _checked_boxes(boxes: Sequence[Box] | np.ndarray, limits: np.ndarray) -> np.ndarray | None:
+    """The boxes as a new float64 ``(n, 6)`` array when every value passes ``add()``'s checks.
+
+    Only for plain numbers within ``limits`` (see :func:`_box_limits`) and whole class ids:
+    ``None`` for anything else (class names, booleans, torch scalars, NaN, out-of-range
+    values), and the per-box path then decides and names the first bad box.
+    """
+    if isinstance(boxes, np.ndarray):
+        if boxes.dtype.kind not in "fiu":  # booleans and objects: checked box by box
+            return None
+        values = boxes.astype(np.float64)  # a copy: the caller may reuse its buffer
+    else:
+        try:
+            if not set(map(type, itertools.chain.from_iterable(boxes))) <= _PLAIN_NUMBERS:
+                return None
+            values = np.array(boxes, dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+    if values.ndim != 2 or values.shape[1] != 6:
+        return None
+    # What the values would be if they were valid: equal only when they are (NaN never is).
+    valid = np.minimum(np.maximum(values, limits[0]), limits[1])
+    np.floor(valid[:, 4], out=valid[:, 4])
+    return values if (valid == values).all() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _decimal_texts() -> np.ndarray:
+    """``str(n)`` for n below 2**14, the usual pixel coordinates: looked up, not formatted."""
+    return np.array([str(number) for number in range(1 << 14)], dtype=object)
+
+
+class _BoxBatch:
+    """Checked boxes of many ``add()`` calls, made integer and formatted together.
+
+    At 30 boxes per image numpy's cost per call, not per box, is what counts: clipping and
+    rounding one image's boxes took more time than formatting them. Gathered over thousands of
+    images, the arithmetic costs nearly nothing per box and one ``%`` formats a whole image.
+    The arithmetic is :meth:`DetectionResult._entry`'s: float64 throughout, numpy's rounding is
+    Python's (half to even), and an image of unknown size has infinite bounds.
+    """
+
+    def __init__(self, box_json: str, name_json: list[str]) -> None:
+        self._box_json = box_json.replace("%d", "%s")
+        self._names = np.array(name_json, dtype=object)
+        self._templates: dict[int, str] = {}
+        # (candidate index, float64 boxes or their JSON, (width, height) or None), in add order.
+        self._items: list[tuple[int, Any, Any]] = []
+        self._boxes = 0
+
+    def add_values(self, index: int, values: np.ndarray, bounds: tuple[int, int] | None) -> None:
+        self._items.append((index, values, (np.inf, np.inf) if bounds is None else bounds))
+        self._boxes += len(values)
+
+    def add_text(self, index: int, entries: list[str]) -> None:
+        """Boxes the per-box path checked and formatted."""
+        self._items.append((index, ", ".join(entries), None))
+        self._boxes += len(entries)
+
+    def full(self) -> bool:
+        return self._boxes >= _BATCH_BOXES or len(self._items) >= _BATCH_ITEMS
+
+    def render(self) -> Iterator[tuple[int, str]]:
+        """Every item's JSON (its kept boxes joined by ", "), in add order; the batch empties."""
+        items, self._items, self._boxes = self._items, [], 0
+        arrays = [item for item in items if not isinstance(item[1], str)]
+        texts = iter(self._format(arrays)) if arrays else iter(())
+        for index, boxes, _ in items:
+            text = boxes if isinstance(boxes, str) else next(texts)
+            if text:
+                yield index, text
+
+    def _format(self, items: list[tuple[int, Any, Any]]) -> list[str]:
+        counts = [len(values) for _, values, _ in items]
+        values = np.concatenate([values for _, values, _ in items])
+        limits = np.repeat(
+            np.array([bounds for _, _, bounds in items], dtype=np.float64), counts, 0
+        )
+        near = np.maximum(values[:, :2], 0.0)  # x, y
+        far = np.minimum(values[:, :2] + values[:, 2:4], limits)  # x + w, y + h
+        kept = (far > near).all(axis=1)
+        start = np.round(near)
+        # A sliver thinner than a pixel still marks an object: keep it one pixel wide.
+        size = np.maximum(np.round(far) - start, 1.0)
+        start = np.maximum(np.minimum(start, limits - size), 0.0)
+        table = np.empty((len(values), 6), dtype=object)
+        integers = np.concatenate((start, size), axis=1).astype(np.int64)
+        decimals = _decimal_texts()
+        # "%s" writes a text or an int the same way: larger numbers stay ints.
+        table[:, :4] = decimals[integers] if integers.max() < len(decimals) else integers
+        table[:, 4] = self._names[values[:, 4].astype(np.int64)]
+        table[:, 5] = values[:, 5]
+        owners = np.repeat(np.arange(len(items)), counts)
+        kept_counts = np.bincount(owners[kept], minlength=len(items)).tolist()
+        flat = table[kept].ravel().tolist()
+        texts, position = [], 0
+        for count in kept_counts:
+            end = position + 6 * count
+            texts.append(self._template(count) % tuple(flat[position:end]) if count else "")
+            position = end
+        return texts
+
+    def _template(self, count: int) -> str:
+        template = self._templates.get(count)
+        if template is None:
+            template = ", ".join([self._box_json] * count)
+            if count <= _TEMPLATES_UP_TO:
+                self._templates[count] = template
+        return template
 
 
 def _image_size(size: Any) -> tuple[int, int]:
@@ -573,6 +749,9 @@ class DetectionResult:
         self._candidates = _unique_names(candidates)
         self._names, self._lookup = _normalise_class_names(class_names)
         self._name_json = [_json_string(name) for name in self._names]
+        self._batch = _BoxBatch(self._box_json, self._name_json)
+        self._box_limits = _box_limits(len(self._names))
+        self._list_key = b'"annotations": [' if self.legacy else b'"boxes": ['
         count = len(self._candidates)
         # Image sizes: 0 = not looked up yet, -1 = unreadable (boxes only clipped at 0).
         self._widths = np.zeros(count, dtype=np.int64)
@@ -609,17 +788,18 @@ class DetectionResult:
             bounds = self._size(index)
         if not isinstance(boxes, Sequence) and not isinstance(boxes, np.ndarray):
             boxes = list(boxes)  # e.g. a generator
-        text = None
+        values = None
         if len(boxes) >= _ARRAY_MIN_BOXES:
-            text = self._entries_from_arrays(boxes, bounds)
-        if text is None:
+            values = _checked_boxes(boxes, self._box_limits)
+        if values is not None:
+            self._batch.add_values(index, values, bounds)
+        else:
             entries = (self._entry(box, bounds) for box in boxes)
-            text = ", ".join([self._box_json % entry for entry in entries if entry is not None])
-        if not text:
-            return
-        earlier = self._spool.get(index)
-        record = text.encode("ascii")
-        self._spool.put(index, record if earlier is None else earlier + b", " + record)
+            texts = [self._box_json % entry for entry in entries if entry is not None]
+            if texts:
+                self._batch.add_text(index, texts)
+        if self._batch.full():
+            self._flush()
 
     def _entry(self, box: Box, bounds: tuple[int, int] | None) -> tuple | None:
         """One box checked and made integer: the values of ``_BOX_JSON``; None when empty."""
@@ -645,89 +825,48 @@ class DetectionResult:
             top = max(0, min(top, bounds[1] - height))
         return (left, top, width, height, self._name_json[class_index], confidence)
 
-    def _entries_from_arrays(self, boxes: Sequence[Box], bounds: tuple[int, int] | None):
-        """The JSON of :meth:`_entry` for every box, computed on arrays.
+    def _flush(self) -> None:
+        """Move the batch's boxes, formatted, into the spool (after earlier ones of an image).
 
-        Only for plain numbers that pass every check; ``None`` otherwise, and the per-box path
-        then decides (and names the first bad box). The arithmetic is the per-box one: float64
-        throughout, numpy's rounding is Python's (half to even). Few array operations on
-        (n, 2) blocks: at 30 boxes their fixed cost is what counts.
+        A record is the image's whole entry with the separator before it,
+        ``, "<name>": {"boxes": [...]}``: :meth:`write` then copies runs of records as they lie.
         """
-        if isinstance(boxes, np.ndarray):
-            if boxes.dtype.kind not in "fiu":  # booleans and objects: checked box by box
-                return None
-            values = boxes.astype(np.float64)
-        else:
-            try:
-                if not set(map(type, itertools.chain.from_iterable(boxes))) <= _PLAIN_NUMBERS:
-                    return None
-                values = np.array(boxes, dtype=np.float64)
-            except (TypeError, ValueError):
-                return None
-        if values.ndim != 2 or values.shape[1] != 6:
-            return None
-        low, high = values.min(axis=0).tolist(), values.max(axis=0).tolist()
-        # Every comparison with NaN is False: a NaN anywhere fails one of these.
-        if not (
-            min(low[:4]) >= -_EXACT_LIMIT
-            and max(high[:4]) <= _EXACT_LIMIT
-            and low[4] >= 0.0
-            and high[4] < len(self._names)
-            and low[5] >= 0.0
-            and high[5] <= 1.0
-        ):
-            return None
-        classes = values[:, 4].astype(np.int64)
-        if (classes != values[:, 4]).any():
-            return None
-        near = values[:, :2]  # x, y
-        far = near + values[:, 2:4]  # x + w, y + h
-        near = np.maximum(near, 0.0)
-        if bounds is not None:
-            limits = np.array(bounds, dtype=np.float64)
-            np.minimum(far, limits, out=far)
-        scores = values[:, 5]
-        kept = (far > near).all(axis=1)
-        if not kept.all():
-            near, far, classes, scores = near[kept], far[kept], classes[kept], scores[kept]
-        start = np.round(near)
-        # A sliver thinner than a pixel still marks an object: keep it one pixel wide.
-        size = np.round(far)
-        size -= start
-        np.maximum(size, 1.0, out=size)
-        if bounds is not None:
-            start = np.maximum(np.minimum(start, limits - size), 0.0)
-        rows = np.concatenate((start, size), axis=1).astype(np.int64).tolist()
-        names = [self._name_json[index] for index in classes.tolist()]
-        return ", ".join(
-            [
-                self._box_json % (x, y, w, h, name, score)
-                for (x, y, w, h), name, score in zip(rows, names, scores.tolist())
-            ]
-        )
+        for index, text in self._batch.render():
+            boxes = text.encode("ascii")
+            earlier = self._spool.get(index)
+            if earlier is None:
+                name = _json_string(self._candidates.basename(index)).encode("ascii")
+                record = b", %s: {%s%s]}" % (name, self._list_key, boxes)
+            else:
+                record = earlier[:-2] + b", " + boxes + b"]}"
+            self._spool.put(index, record)
+
+    def _empty_entries(self, start: int, end: int) -> Iterator[bytes]:
+        """The entries of candidates ``start`` to ``end - 1``, none of which has boxes."""
+        empty = b'{"annotations": []}' if self.legacy else b'{"boxes": [], "annotations": []}'
+        for first in range(start, end, 65536):
+            names = map(self._candidates.basename, range(first, min(end, first + 65536)))
+            yield b"".join(
+                [b", %s: %s" % (_json_string(name).encode("ascii"), empty) for name in names]
+            )
 
     def write(self) -> None:
         """Write ``infer-result.json`` atomically, every candidate present."""
-        list_key = '"annotations": [' if self.legacy else '"boxes": ['
-        empty = b'{"annotations": []}' if self.legacy else b'{"boxes": [], "annotations": []}'
-        opening, closing = list_key.encode("ascii"), b"]}"
+        self._flush()
         with open_atomic(self.result_file) as stream:
-            pieces = [b'{"detection": {']
-            size = 0
-            for index, record in enumerate(self._spool.records()):
-                if index:
-                    pieces.append(b", ")
-                pieces.append(_json_string(self._candidates.basename(index)).encode("ascii"))
-                if record is None:
-                    pieces.append(b": " + empty)
-                else:
-                    pieces += (b": {", opening, record, closing)
-                    size += len(record)
-                if size >= _SPOOL_BLOCK or len(pieces) >= 65536:
-                    stream.write(b"".join(pieces))
-                    pieces, size = [], 0
-            pieces.append(b"}}\n")
-            stream.write(b"".join(pieces))
+            stream.write(b'{"detection": {')
+            skip = 2  # the ", " before the first entry
+            written = 0
+            for first, end, offset, length in self._spool.runs():
+                for piece in self._empty_entries(written, first):
+                    stream.write(piece[skip:])
+                    skip = 0
+                self._spool.copy(stream, offset + skip, length - skip)
+                skip, written = 0, end
+            for piece in self._empty_entries(written, len(self._candidates)):
+                stream.write(piece[skip:])
+                skip = 0
+            stream.write(b"}}\n")
 
 
 MaskSpec = Tuple[Any, Any, Any]
