@@ -836,7 +836,7 @@ class DetectionResult:
             earlier = self._spool.get(index)
             if earlier is None:
                 name = _json_string(self._candidates.basename(index)).encode("ascii")
-                record = b", %s: {%s%s]}" % (name, self._list_key, boxes)
+                record = b"".join((b", ", name, b": {", self._list_key, boxes, b"]}"))
             else:
                 record = earlier[:-2] + b", " + boxes + b"]}"
             self._spool.put(index, record)
