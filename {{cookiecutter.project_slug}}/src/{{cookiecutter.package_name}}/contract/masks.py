@@ -143,7 +143,9 @@ def rle_runs(rle: dict) -> tuple[np.ndarray, int, int]:
 def runs_to_rle(runs: np.ndarray, height: int, width: int) -> dict:
     """The compressed RLE (string ``counts``) of canonical runs, as :func:`encode_rle` writes it."""
     rle = coco_mask.frPyObjects(
-        {"size": [height, width], "counts": [int(run) for run in runs]}, height, width
+        {"size": [height, width], "counts": np.asarray(runs, dtype=np.int64).tolist()},
+        height,
+        width,
     )
     counts = rle["counts"]
     return {
