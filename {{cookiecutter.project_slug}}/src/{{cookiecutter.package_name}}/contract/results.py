@@ -13,9 +13,10 @@ apply (and the stricter ones of the verifier), and refuses anything invalid with
 * :class:`MiningResult` -> ``result.tsv`` (one line per candidate, sorted descending).
 
 The inference and mining writers scale to a million candidates: memory holds a few dozen bytes
-per candidate and nothing per box. Each ``add()`` validates its values and serialises them at
-once to an anonymous spool file beside the result; ``write()`` assembles the file from it in
-candidate order, piece by piece, into a temporary file that replaces the result atomically.
+per candidate and nothing per box. Each ``add()`` validates its values at once; they are
+serialised (detection: a few thousand images at a time) to an anonymous spool file beside the
+result, and ``write()`` assembles the file from it in candidate order, piece by piece, into a
+temporary file that replaces the result atomically.
 """
 
 from __future__ import annotations
@@ -730,9 +731,10 @@ class DetectionResult:
     annotations: None`` once per such candidate; with both keys every version reads an empty
     list.
 
-    Each :meth:`add` checks its boxes and writes their JSON to a spool file at once (see
-    :class:`_Spool`); :meth:`write` assembles the file in candidate order. Memory does not grow
-    with the boxes: a few dozen bytes per candidate.
+    Each :meth:`add` checks its boxes at once; their JSON goes to a spool file (see
+    :class:`_Spool`) with that of a few thousand other images (see :class:`_BoxBatch`), and
+    :meth:`write` assembles the file in candidate order. Memory does not grow with the boxes:
+    a few dozen bytes per candidate.
     """
 
     def __init__(
