@@ -41,8 +41,10 @@ GOAL = 0.05
 SETTINGS = {
     "cpu": dict(
         one_core=True,
-        recipe=PoolRecipe(images=560, image_size=64),
-        val=100,
+        # 300 validation images hold about 24 objects of the rare class (100 held 2 in one
+        # draw: half of mAP@0.5 was then measured on 2 objects); inferring them is cheap
+        recipe=PoolRecipe(images=760, image_size=64),
+        val=300,
         start=60,
         pool=400,
         top_k=30,
