@@ -27,6 +27,7 @@ resumes where it stopped. Example::
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -43,6 +44,7 @@ ALGORITHMS = ("margin", "entropy")
 GOAL = 0.05
 SETTINGS = {
     "cpu": dict(
+        one_core=True,
         recipe=PoolRecipe(images=560, image_size=64),
         val=100,
         start=60,
@@ -53,6 +55,7 @@ SETTINGS = {
         training=dict(max_iters=300, img_size=64, batch_size_per_gpu=8),
     ),
     "gpu": dict(
+        one_core=False,
         recipe=PoolRecipe(images=6000, image_size=128),
         val=500,
         start=300,
@@ -63,6 +66,7 @@ SETTINGS = {
         training=dict(max_iters=4000, img_size=128, batch_size_per_gpu=16),
     ),
     "smoke": dict(
+        one_core=True,
         recipe=PoolRecipe(images=24, image_size=64, rare_fraction=0.3),
         val=6,
         start=6,
@@ -113,6 +117,8 @@ def main() -> None:
         f"img_size {training['img_size']}; object_type {manifest_object_type(img_man)}",
         flush=True,
     )
+    if setting["one_core"]:
+        print(pin_to_one_core(), flush=True)
     started = time.monotonic()
     folder = work.absolute().parent / f"{work.name}-data"
     dataset = load_dataset(folder, write_pool(folder, recipe))
@@ -129,6 +135,21 @@ def main() -> None:
     for line in al_report.verdict(report, default_algorithm, GOAL):
         print(line)
     print(timing(time.monotonic() - started))
+
+
+def pin_to_one_core() -> str:
+    """Run this process, and so every task it starts (they inherit it), on one CPU core.
+
+    PyTorch then runs one thread. The CPU settings' tensors (64 px images) are too small for a
+    second thread to help (``benchmarks/README.md``: measured with the MMDetection version of
+    this benchmark, a training on two threads cost 4.7 times the CPU time of one, and took
+    longer, while one other job ran on the machine's 2 cores).
+    """
+    if not hasattr(os, "sched_setaffinity"):  # macOS, Windows: as many threads as cores
+        return "every task on all cores (this system cannot pin a process to one)"
+    core = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
+    return f"every task on CPU core {core} alone (one PyTorch thread)"
 
 
 def timing(wall: float) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,26 @@ def assert_mining_report(output: str, metric: str, algorithms: list) -> None:
     )
     assert re.search(r"^the default mining_algorithm '\w+' (measures best|does NOT)", output, re.M)
     assert re.search(rf"^time: {_NUMBER} min wall, {_NUMBER} min CPU$", output, re.M), output
+
+
+def assert_mining_benchmark_pins_one_core(script: Path) -> None:
+    """The CPU settings' tasks run on one core, so with one PyTorch thread: a task started
+    after the benchmark's ``pin_to_one_core()`` sees one core and starts one thread."""
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs a system that pins processes, with at least 2 cores")
+    probe = "import os, torch; print(len(os.sched_getaffinity(0)), torch.get_num_threads())"
+    code = (
+        "import importlib.util, subprocess, sys\n"
+        f"spec = importlib.util.spec_from_file_location('benchmark', {str(script)!r})\n"
+        "benchmark = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(benchmark)\n"
+        "print(benchmark.pin_to_one_core())\n"
+        f"subprocess.run([sys.executable, '-c', {probe!r}], check=True)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    pinned, task = completed.stdout.splitlines()
+    assert re.fullmatch(r"every task on CPU core \d+ alone \(one PyTorch thread\)", pinned)
+    assert task == "1 1", completed.stdout

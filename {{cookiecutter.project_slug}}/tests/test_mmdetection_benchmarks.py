@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_mining_report, requires
+from conftest import assert_mining_benchmark_pins_one_core, assert_mining_report, requires
 from {{ cookiecutter.package_name }}.contract.params import manifest_object_type
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
 from {{ cookiecutter.package_name }}.frameworks.mmdetection import models
@@ -98,3 +98,7 @@ def test_mining_benchmark_prints_every_algorithm_against_random(tmp_path: Path) 
     output = run_benchmark("mining", "--setting", "smoke", "--work", work, timeout=1800)
     metric = "mAP_50" if manifest_object_type(default_img_man()) == 2 else "maskAP_50"
     assert_mining_report(output, metric, ["random", "entropy", "cald", "aldd"])
+
+
+def test_mining_benchmark_runs_its_cpu_tasks_on_one_thread() -> None:
+    assert_mining_benchmark_pins_one_core(PROJECT / "benchmarks" / "mmdetection_mining.py")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_mining_report, requires
+from conftest import assert_mining_benchmark_pins_one_core, assert_mining_report, requires
 
 pytestmark = pytest.mark.slow
 
@@ -38,3 +38,7 @@ def test_mining_benchmark_prints_every_algorithm_against_random(tmp_path: Path) 
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert_mining_report(completed.stdout, "mIoU", ["random", "margin", "entropy"])
+
+
+def test_mining_benchmark_runs_its_cpu_tasks_on_one_thread() -> None:
+    assert_mining_benchmark_pins_one_core(PROJECT / "benchmarks" / "mmsegmentation_mining.py")
