@@ -573,13 +573,14 @@ _BATCH_ITEMS = 1 << 12
 # Formats of images with up to this many boxes are kept for reuse.
 _TEMPLATES_UP_TO = 1024
 
-# One detection entry exactly as json.dumps writes it (default separators, ensure_ascii).
+# One detection entry exactly as json.dumps writes it (default separators, ensure_ascii). The
+# coordinates are "%s": ints, or their decimal texts when formatted in batches (_BoxBatch).
 _BOX_JSON = (
-    '{"box": {"x": %d, "y": %d, "w": %d, "h": %d, "rotate_angle": 0.0}, '
+    '{"box": {"x": %s, "y": %s, "w": %s, "h": %s, "rotate_angle": 0.0}, '
     '"class_name": %s, "score": %r}'
 )
 # YMIR 1.1's Rect has no rotate_angle: its protobuf parser refuses the whole result with one.
-_LEGACY_BOX_JSON = '{"box": {"x": %d, "y": %d, "w": %d, "h": %d}, "class_name": %s, "score": %r}'
+_LEGACY_BOX_JSON = '{"box": {"x": %s, "y": %s, "w": %s, "h": %s}, "class_name": %s, "score": %r}'
 
 Box = Tuple[Any, Any, Any, Any, Any, Any]
 
@@ -632,7 +633,7 @@ class _BoxBatch:
     """
 
     def __init__(self, box_json: str, name_json: list[str]) -> None:
-        self._box_json = box_json.replace("%d", "%s")
+        self._box_json = box_json
         self._names = np.array(name_json, dtype=object)
         self._templates: dict[int, str] = {}
         # (candidate index, float64 boxes or their JSON, (width, height) or None), in add order.
@@ -677,7 +678,7 @@ class _BoxBatch:
         table = np.empty((len(values), 6), dtype=object)
         integers = np.concatenate((start, size), axis=1).astype(np.int64)
         decimals = _decimal_texts()
-        # "%s" writes a text or an int the same way: larger numbers stay ints.
+        # Larger numbers stay ints: "%s" writes them as it writes their texts.
         table[:, :4] = decimals[integers] if integers.max() < len(decimals) else integers
         table[:, 4] = self._names[values[:, 4].astype(np.int64)]
         table[:, 5] = values[:, 5]
