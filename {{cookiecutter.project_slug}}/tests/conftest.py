@@ -158,7 +158,7 @@ def assert_mining_benchmark_pins_one_core(script: Path) -> None:
         f"spec = importlib.util.spec_from_file_location('benchmark', {str(script)!r})\n"
         "benchmark = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(benchmark)\n"
-        "print(benchmark.pin_to_one_core())\n"
+        "print(benchmark.pin_to_one_core(), flush=True)\n"
         f"subprocess.run([sys.executable, '-c', {probe!r}], check=True)\n"
     )
     completed = subprocess.run(
