@@ -28,6 +28,7 @@ from {{ cookiecutter.package_name }}.devkit.al_dataset import (
     load_dataset,
     object_box,
     object_mask,
+    split_dataset,
     store_assets,
 )
 from {{ cookiecutter.package_name }}.devkit.al_loop import LoopSettings, StepFailed, al_loop
@@ -317,6 +318,51 @@ def test_bad_sizes_are_refused_before_any_task_runs(
     assert not list((tmp_path / "bad").glob("seed-*"))
 
 
+def test_a_start_set_with_positives_like_the_public_experiment(
+    pool_dataset: LabelledDataset,
+) -> None:
+    """``start_positives``: that many start images with an object of the task's classes, the
+    rest without any; the validation set stays the random split's, the pool the images left."""
+    rare_only = load_dataset(pool_dataset.annotations_file.parent, class_names=["rare"])
+    sizes = dict(val=10, start=8, pool=30, top_k=5, rounds=2)
+    plain = split_dataset(rare_only, **sizes, seed=1)
+    for seed in (1, 2):
+        split = split_dataset(rare_only, **sizes, seed=seed, start_positives=3)
+        positives = [index for index in split.start if rare_only.images[index].objects]
+        assert len(split.start) == 8 and len(positives) == 3
+        assert split.val == plain.val
+        assert len(split.pool) == 30 and not set(split.pool) & (set(split.start) | set(split.val))
+    seeds = [split_dataset(rare_only, **sizes, seed=seed, start_positives=3) for seed in (1, 2)]
+    assert seeds[0].start != seeds[1].start
+    assert split_dataset(rare_only, **sizes, seed=1, start_positives=None) == plain
+
+
+def test_a_start_set_the_dataset_cannot_fill_is_refused(pool_dataset: LabelledDataset) -> None:
+    rare_only = load_dataset(pool_dataset.annotations_file.parent, class_names=["rare"])
+    sizes = dict(val=10, pool=10, top_k=5, rounds=2, seed=1)
+    val = set(split_dataset(rare_only, start=8, **sizes).val)
+    left = [image for i, image in enumerate(rare_only.images) if i not in val]
+    with_objects = sum(1 for image in left if image.objects)
+    without = len(left) - with_objects
+    refusals = [
+        (8, 9, "start_positives must be between 0 and the start set's 8 images, got 9"),
+        (8, -1, "start_positives must be between 0 and the start set's 8 images, got -1"),
+        (
+            with_objects + 1,
+            with_objects + 1,
+            f"asks for {with_objects + 1} images with an object of the task's classes "
+            f"\\(rare\\); outside the validation set the dataset has {with_objects}$",
+        ),
+    ]
+    if without < len(left) - sizes["pool"]:
+        refusals.append(
+            (without + 1, 0, f"asks for {without + 1} images without an object of the task's")
+        )
+    for start, positives, message in refusals:
+        with pytest.raises(ValueError, match=message):
+            split_dataset(rare_only, start=start, **sizes, start_positives=positives)
+
+
 def test_a_dataset_without_the_tasks_classes_is_refused(pool_dataset: LabelledDataset) -> None:
     folder = pool_dataset.annotations_file.parent
     with pytest.raises(ValueError, match="classes differ from the task's: cat not in"):
@@ -418,10 +464,13 @@ def test_a_miss_counts_one_minus_the_best_matching_score(
 def test_cli_al_loop(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     work = tmp_path / "cli"
     arguments = ["al-loop", "--work", str(work), "--synthetic", "40", "--val", "5"]
-    arguments += ["--start", "5", "--top-k", "5", "--rounds", "1", "--enrichment-only"]
+    arguments += ["--start", "5", "--start-positives", "2", "--classes", "rare"]
+    arguments += ["--top-k", "5", "--rounds", "1", "--enrichment-only"]
     assert devkit_main(arguments) == 0
     out = capsys.readouterr().out
     assert "One-round enrichment" in out and (work / "dataset" / "annotations.json").is_file()
+    assert "2 start images hold objects" in out
+    assert json.loads((work / "al-loop.json").read_text(encoding="utf-8"))["start_positives"] == 2
     assert devkit_main([*arguments[:-3], "--top-k", "6", "--rounds", "1"]) == 2
     assert "holds another experiment" in capsys.readouterr().err
     assert devkit_main(["al-loop", "--work", str(tmp_path / "x"), "--dataset", str(tmp_path)]) == 2

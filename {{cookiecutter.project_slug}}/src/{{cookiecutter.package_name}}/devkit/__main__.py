@@ -10,9 +10,9 @@
     chain  --work DIR [--protocol 1.1.0|1.0.0|legacy|all] [--timeout S] [--model TAR|DIR]
            [--gpus 0,...] [--image IMAGE [--user UID:GID] [--shm-size S] [--docker CLI]]
     al-loop --work DIR (--dataset DIR [--annotations JSON] | --synthetic N) [--classes A,B]
-           [--val N] [--start N] [--pool N] [--top-k K] [--rounds R] [--algorithms A,B]
-           [--seeds N] [--param K=V] [--mining-param K=V] [--infer-param K=V] [--fine-tune]
-           [--enrichment-only] [--timeout S] [--image IMAGE ...]
+           [--val N] [--start N] [--start-positives N] [--pool N] [--top-k K] [--rounds R]
+           [--algorithms A,B] [--seeds N] [--param K=V] [--mining-param K=V] [--infer-param K=V]
+           [--fine-tune] [--enrichment-only] [--timeout S] [--image IMAGE ...]
     hyperparams [--root DIR] [--check]
 
 ``--image`` runs the built image instead of the checkout's package, the way the platform starts
@@ -200,6 +200,13 @@ def _al_loop_command(commands: argparse._SubParsersAction) -> None:
     loop.add_argument("--classes", help="comma-separated classes to train (default: all)")
     loop.add_argument("--val", type=int, default=100, help="held-out validation images (100)")
     loop.add_argument("--start", type=int, default=100, help="labelled start images (100)")
+    loop.add_argument(
+        "--start-positives",
+        type=int,
+        metavar="N",
+        help="start images with an object of the task's classes, the others without any "
+        "(default: a random start set)",
+    )
     loop.add_argument("--pool", type=int, help="unlabelled pool images (default: the rest)")
     loop.add_argument("--top-k", type=int, default=50, help="images mined per round (50)")
     loop.add_argument("--rounds", type=int, default=3, help="mining rounds (3)")
@@ -447,6 +454,7 @@ def _cmd_al_loop(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         rounds=args.rounds,
         start=args.start,
+        start_positives=args.start_positives,
         val=args.val,
         pool=args.pool,
         algorithms=[name for name in args.algorithms.split(",") if name.strip()],

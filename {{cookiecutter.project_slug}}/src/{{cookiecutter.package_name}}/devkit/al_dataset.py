@@ -188,12 +188,19 @@ def split_dataset(
     top_k: int,
     rounds: int,
     seed: int,
+    start_positives: int | None = None,
 ) -> Split:
     """A random split: a validation set drawn the same for every seed, then start and pool.
 
+    ``start_positives``: how many start images hold an object of the task's classes, the
+    others holding none, like the public YMIR experiment's start set (1,000 images with the
+    class, 3,000 without); ``None`` draws the start set at random, whatever it holds. The pool
+    is drawn at random from the images left either way.
+
     Raises:
         ValueError: a set that would be empty, a pool smaller than ``top_k`` (or than
-        ``top_k * rounds``), or more images asked for than the dataset has.
+        ``top_k * rounds``), more images asked for than the dataset has, or more start
+        images with (or without) objects than the dataset has to spare.
     """
     total = len(dataset.images)
     if start < 1:
@@ -220,12 +227,41 @@ def split_dataset(
         raise ValueError(
             f"the pool has {size} images, fewer than top_k x rounds = {top_k} x {rounds}"
         )
+    if start_positives is not None and not 0 <= start_positives <= start:
+        raise ValueError(
+            f"start_positives must be between 0 and the start set's {start} images, "
+            f"got {start_positives}"
+        )
     order = np.random.RandomState(VALIDATION_SEED).permutation(total).tolist()
     held_out, rest = order[:val], order[val:]
     rest = [rest[i] for i in np.random.RandomState(seed).permutation(len(rest))]
-    return Split(
-        val=sorted(held_out), start=sorted(rest[:start]), pool=sorted(rest[start : start + size])
-    )
+    if start_positives is None:
+        first = rest[:start]
+    else:
+        first = _start_with_positives(dataset, rest, start, start_positives)
+    chosen = set(first)
+    pool_images = [index for index in rest if index not in chosen][:size]
+    return Split(val=sorted(held_out), start=sorted(first), pool=sorted(pool_images))
+
+
+def _start_with_positives(
+    dataset: LabelledDataset, shuffled: list[int], start: int, positives: int
+) -> list[int]:
+    """The first ``positives`` images of ``shuffled`` with an object and the first
+    ``start - positives`` without."""
+    with_objects = [index for index in shuffled if dataset.images[index].objects]
+    without = [index for index in shuffled if not dataset.images[index].objects]
+    for wanted, found, what in (
+        (positives, with_objects, "with"),
+        (start - positives, without, "without"),
+    ):
+        if wanted > len(found):
+            raise ValueError(
+                f"the start set asks for {wanted} images {what} an object of the task's classes "
+                f"({', '.join(dataset.class_names)}); outside the validation set the dataset "
+                f"has {len(found)}"
+            )
+    return with_objects[:positives] + without[: start - positives]
 
 
 # --- assets --------------------------------------------------------------------------------------

@@ -73,7 +73,9 @@ class LoopSettings:
     means the mining template's default. ``seeds``: repetitions 1..seeds, each with its own
     start set and pool (the validation set is the same for all). ``*_params``: values a user
     sets in the web UI for each task. ``fine_tune``: each round trains from the previous
-    round's model instead of from the template's starting point.
+    round's model instead of from the template's starting point. ``start_positives``: how
+    many start images hold an object of the task's classes, the others none (default: a
+    random start set; see :func:`.al_dataset.split_dataset`).
     """
 
     top_k: int = 50
@@ -88,10 +90,11 @@ class LoopSettings:
     infer_params: dict = field(default_factory=dict)
     fine_tune: bool = False
     enrichment_only: bool = False
+    start_positives: int | None = None
 
     def experiment(self, dataset: LabelledDataset, object_type: int) -> dict[str, Any]:
         """What a resumed run must share with the first (rounds, seeds, algorithms may grow)."""
-        kept: tuple[str, ...] = ("top_k", "start", "val", "pool")
+        kept: tuple[str, ...] = ("top_k", "start", "start_positives", "val", "pool")
         kept += ("training_params", "mining_params", "infer_params", "fine_tune")
         values = {key: value for key, value in asdict(self).items() if key in kept}
         values.update(
@@ -154,6 +157,7 @@ def al_loop(
             settings.top_k,
             settings.rounds,
             seed,
+            settings.start_positives,
         )
         for seed in range(1, settings.seeds + 1)
     }
@@ -251,10 +255,11 @@ class _Experiment:
         write_text_atomic(root / "split.json", json.dumps(self._split_record(split), indent=1))
         counts = self.dataset.counts(split.start)
         rare = self.dataset.class_names[self.rare_class]
+        positives = sum(1 for index in split.start if self.dataset.images[index].objects)
         self.runner.log(
             f"seed {seed}: {len(split.start)} start, {len(split.pool)} pool, {len(split.val)} "
-            f"validation images; the start set has {counts[self.rare_class]} objects of the "
-            f"rarest class '{rare}'"
+            f"validation images; {positives} start images hold objects, "
+            f"{counts[self.rare_class]} of the rarest class '{rare}'"
         )
         model, metrics = self._train_and_measure(root / "round-0", seed, 0, "", split.start, None)
         for algorithm in self.algorithms:
