@@ -258,6 +258,42 @@ def test_class_predicted_but_absent_lowers_miou_not_macc(semantic_item):
     assert metrics["aAcc"] == pytest.approx(8 / 12)
 
 
+def test_background_makes_a_class_painted_outside_its_objects_a_false_positive(semantic_item):
+    # The 4 unlabelled pixels predicted as class 1: ignored, or 4 false positives of class 1
+    # (IoU 4 / 8) once they are background. Background is not averaged.
+    prediction = gt_label_map(semantic_item)
+    prediction[prediction < 0] = 1
+    items, maps = [semantic_item], {semantic_item.image: prediction}
+    assert evaluate_semantic(items, maps, 3)["mIoU"] == 1.0
+    metrics = evaluate_semantic(items, maps, 3, background=True)
+    assert metrics == {"mIoU": pytest.approx((1.0 + 4 / 8) / 2), "mAcc": 1.0, "aAcc": 1.0}
+    # Background left without a prediction (-1 or 255) is right: nothing changes.
+    exact = gt_label_map(semantic_item)
+    assert evaluate_semantic(items, {semantic_item.image: exact}, 3, background=True)["mIoU"] == 1.0
+
+
+def test_background_counts_images_without_annotations(semantic_item):
+    # An image with nothing annotated, class 0 painted on all its 16 pixels: class 0 gets 16
+    # false positives (IoU 8 / 24) once pixels outside annotations are background.
+    empty = DatasetItem(image=Path("/in/assets/e.png"), annotations=[], width=4, height=4)
+    exact = gt_label_map(semantic_item)
+    maps = {semantic_item.image: exact, empty.image: np.zeros((4, 4), dtype=np.int64)}
+    items = [semantic_item, empty]
+    assert evaluate_semantic(items, maps, 3)["mIoU"] == 1.0
+    assert evaluate_semantic(items, maps, 3, background=True)["mIoU"] == pytest.approx(
+        (8 / 24 + 1.0) / 2
+    )
+    # Without a prediction the empty image is all correct background.
+    assert evaluate_semantic(items, {semantic_item.image: exact}, 3, background=True) == {
+        "mIoU": 1.0,
+        "mAcc": 1.0,
+        "aAcc": 1.0,
+    }
+    masks = [(np.ones((4, 4), dtype=bool), 0, 1.0)]
+    metrics = evaluate_predictions(3, [empty], {empty.image: masks}, 3, background=True)
+    assert metrics == {"mIoU": 0.0, "mAcc": 0.0, "aAcc": 0.0}
+
+
 def test_semantic_shape_mismatch_is_refused(semantic_item):
     with pytest.raises(ValueError, match="shape"):
         evaluate_semantic([semantic_item], {semantic_item.image: np.zeros((5, 4))}, 3)

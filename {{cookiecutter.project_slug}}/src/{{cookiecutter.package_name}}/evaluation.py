@@ -7,7 +7,9 @@ numbers:
   (the COCO definition, never AP@0.5 relabelled), plus ``mAP_50``, ``mAP_75`` and ``mAR``;
 - instance segmentation: COCO mask and box evaluation -> ``maskAP``, ``boxAP``, ``mAP`` (= boxAP)
   and ``maskAP_50``;
-- semantic segmentation: a confusion matrix over labelled pixels -> ``mIoU``, ``mAcc``, ``aAcc``.
+- semantic segmentation: a confusion matrix over labelled pixels -> ``mIoU``, ``mAcc``, ``aAcc``;
+  optionally with the unlabelled pixels as background, where a class prediction is a false
+  positive.
 
 Conventions: category ids are class indices (0-based, positions in ``class_names``); predictions
 are keyed by the image path of the ground-truth :class:`DatasetItem`; an image without an entry
@@ -112,6 +114,7 @@ def evaluate_semantic(
     gt: Sequence[DatasetItem],
     predictions: dict[Path, np.ndarray],
     num_classes: int,
+    background: bool = False,
 ) -> dict[str, float]:
     """Pixel metrics of label-map predictions (HxW ints, -1 or 255 = no prediction).
 
@@ -120,17 +123,27 @@ def evaluate_semantic(
     IoU over classes present in the ground truth or the prediction; ``mAcc`` averages Acc over
     classes present in the ground truth; ``aAcc`` = correctly labelled pixels / labelled pixels.
     A labelled pixel without a prediction counts as missed for its class.
+
+    ``background``: pixels outside every annotation are background instead, as where objects
+    are annotated on an unlabelled scene (a COCO dataset): a class predicted there is a false
+    positive of that class, and images without annotations count. Background is no class of
+    its own: it is not averaged, and ``aAcc`` stays over the annotated pixels. Without it, a
+    model that predicts a class everywhere scores that class's recall.
     """
-    # Rows: ground-truth class; columns: predicted class, plus a last column for "no prediction".
-    confusion = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
+    # Rows: ground-truth class (and background, last); columns: predicted class, plus a last
+    # column for "no prediction" (background's own, correct, prediction).
+    rows = num_classes + 1 if background else num_classes
+    confusion = np.zeros((rows, num_classes + 1), dtype=np.int64)
     for item in gt:
-        if not item.annotations:
+        if not item.annotations and not background:
             continue  # no labelled pixel: nothing to count
         prediction = _predictions_for(predictions, item, default=None)
         size = None if prediction is None else (prediction.shape[1], prediction.shape[0])
         truth = gt_label_map(item, size)
         if prediction is None:
             prediction = np.full(truth.shape, -1, dtype=np.int64)
+        if background:
+            truth = np.where(truth < 0, num_classes, truth)
         prediction = np.asarray(prediction).astype(np.int64)
         if prediction.shape != truth.shape:
             raise ValueError(
@@ -145,11 +158,11 @@ def evaluate_semantic(
             raise ValueError(f"prediction for {item.image} has labels outside 0..{num_classes - 1}")
         predicted = np.where(none, num_classes, predicted)
         confusion += np.bincount(
-            truth * (num_classes + 1) + predicted, minlength=num_classes * (num_classes + 1)
-        ).reshape(num_classes, num_classes + 1)
+            truth * (num_classes + 1) + predicted, minlength=rows * (num_classes + 1)
+        ).reshape(rows, num_classes + 1)
 
-    true_positive = np.diag(confusion[:, :num_classes]).astype(np.float64)
-    gt_pixels = confusion.sum(axis=1).astype(np.float64)
+    true_positive = np.diag(confusion[:num_classes, :num_classes]).astype(np.float64)
+    gt_pixels = confusion[:num_classes].sum(axis=1).astype(np.float64)
     predicted_pixels = confusion[:, :num_classes].sum(axis=0).astype(np.float64)
     union = gt_pixels + predicted_pixels - true_positive
     present = union > 0
@@ -167,11 +180,13 @@ def evaluate_predictions(
     gt: Sequence[DatasetItem],
     predictions: dict[Path, list[tuple]],
     num_classes: int,
+    background: bool = False,
 ) -> dict[str, float]:
     """The target's evaluation of predictions in the result writers' formats.
 
     Detection: ``(x, y, w, h, class_id, score)``; segmentation: ``(mask, class_id, score)``
     (semantic masks are merged into a label map, later masks winning where they overlap).
+    ``background``: see :func:`evaluate_semantic` (semantic segmentation only).
     """
     if object_type == ObjectType.DETECTION:
         return evaluate_detection(gt, predictions, num_classes)
@@ -183,7 +198,7 @@ def evaluate_predictions(
             if masks:  # no masks = no prediction, which a missing entry already means
                 height, width = np.shape(masks[0][0])[:2]
                 label_maps[image] = label_map_from_masks(masks, height, width)
-        return evaluate_semantic(gt, label_maps, num_classes)
+        return evaluate_semantic(gt, label_maps, num_classes, background)
     raise ValueError(f"unknown object_type {object_type!r}")
 
 

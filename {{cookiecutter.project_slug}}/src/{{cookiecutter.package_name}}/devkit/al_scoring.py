@@ -3,7 +3,10 @@
 - :func:`read_predictions` reads an ``infer-result.json`` (detection boxes, or segmentation
   COCO) into the evaluation's prediction tuples, keyed by image basename;
 - :func:`evaluate` scores them with the project's own :mod:`..evaluation` (COCO mAP, mask AP,
-  mIoU), the same numbers for every executor, whatever its training reports;
+  mIoU), the same numbers for every executor, whatever its training reports. The loop's
+  datasets annotate objects (COCO), so the pixels outside them are background: mIoU counts a
+  class predicted there as a false positive (else a model that paints a class everywhere
+  would score its recall);
 - :func:`enrichment` is the cheap one-round measure: how much more of what the start model
   misses (:func:`missed_objects`), and of the rarest class, a mining algorithm's top-k holds
   than a random top-k would (1.0 = as random, 2.0 = twice as much).
@@ -79,9 +82,10 @@ def evaluate(
     predictions: dict[str, list[tuple]],
     num_classes: int,
 ) -> dict[str, float]:
-    """The project's evaluation of ``predictions`` (by basename) on the ``gt`` items."""
+    """The project's evaluation of ``predictions`` (by basename) on the ``gt`` items
+    (semantic segmentation: unannotated pixels are background)."""
     by_item = {item.image: predictions.get(item.image.name, []) for item in gt}
-    return evaluation.evaluate_predictions(object_type, gt, by_item, num_classes)
+    return evaluation.evaluate_predictions(object_type, gt, by_item, num_classes, background=True)
 
 
 def missed_objects(
