@@ -40,7 +40,7 @@ from {{ cookiecutter.package_name }}.devkit.al_loop import LoopSettings, StepFai
 from {{ cookiecutter.package_name }}.devkit.pool import PoolRecipe, write_pool
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
 
-ALGORITHMS = ("margin", "entropy")
+ALGORITHMS = ("entropy", "margin")
 GOAL = 0.05
 # One class at a time, as the public experiment: the task trains the rare class only, and the
 # pool's other objects are unlabelled things in the images, like COCO's other classes there.

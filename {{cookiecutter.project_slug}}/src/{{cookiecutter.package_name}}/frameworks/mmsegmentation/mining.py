@@ -2,10 +2,11 @@
 
 ``mining_algorithm``:
 
-* ``margin`` (default): per pixel ``1 - (p1 - p2)``, the gap between the two most probable
-  classes of the softmax (the "best versus second best" uncertainty of the public executor's
-  RSAL mining); near 1 where the model hesitates between two classes.
-* ``entropy``: per pixel the softmax entropy divided by ``log(number of classes)`` (in [0, 1]).
+* ``entropy`` (default): per pixel the softmax entropy divided by ``log(number of classes)``
+  (in [0, 1]); it measured best in the mining benchmark (``benchmarks/README.md``).
+* ``margin``: per pixel ``1 - (p1 - p2)``, the gap between the two most probable classes of
+  the softmax (the "best versus second best" uncertainty of the public executor's RSAL
+  mining); near 1 where the model hesitates between two classes.
 * ``random``: a random order (seed ``random_seed``, default 1), the baseline any algorithm
   must beat; it needs no forward pass.
 

@@ -115,12 +115,12 @@ HYPERPARAMETERS: tuple[HyperParameter, ...] = (
     Choice(
         "mining_algorithm",
         [
+            ("entropy", "the entropy of the class probabilities per pixel"),
             (
                 "margin",
                 "1 - (best - second best class probability) per pixel: where the model "
                 "hesitates between two classes",
             ),
-            ("entropy", "the entropy of the class probabilities per pixel"),
             (
                 "random",
                 "a random order, the same again for the same random_seed: the baseline "
