@@ -48,7 +48,7 @@ CLASSES = ("rare",)
 SETTINGS = {
     "cpu": dict(
         one_core=True,
-        # 300 validation images hold about 24 objects of the rare class
+        # 300 validation images hold 19 objects of the rare class
         recipe=PoolRecipe(images=760, image_size=64),
         val=300,
         start=60,
