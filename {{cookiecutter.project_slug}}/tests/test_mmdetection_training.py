@@ -185,6 +185,15 @@ def test_config_surgery(tmp_path: Path, name: str) -> None:
     assert configs.thresholds(reloaded).keys() == {"conf_thr", "iou_thr"}
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_val_interval_alone_decides_when_to_validate(tmp_path: Path, name: str) -> None:
+    """RTMDet's configs validate every epoch of their last stage
+    (``dynamic_intervals``); the template's ``val_interval`` alone decides."""
+    _spec, _settings, cfg = surgery(tmp_path, name, val_interval=5)
+    assert cfg.train_cfg.val_interval == 5
+    assert "dynamic_intervals" not in cfg.train_cfg
+
+
 def test_learning_rate_scales_with_the_total_batch(tmp_path: Path) -> None:
     spec, _settings, cfg = surgery(tmp_path, DEFAULT_MODEL, batch_size_per_gpu=4)
     base = configs.base_config(spec).optim_wrapper.optimizer.lr

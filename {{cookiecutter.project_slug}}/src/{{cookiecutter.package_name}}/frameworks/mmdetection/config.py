@@ -11,7 +11,8 @@ so inference and mining rebuild exactly the trained model:
 3. epochs and everything derived from them: the schedulers (epoch-based boundaries, cosine
    periods and milestones scaled; converted ones turned into iterations; iteration warm-ups
    capped to a tenth of the run), RTMDet's pipeline switch, YOLOX's no-mosaic last epochs
-   and sync, the dynamic validation intervals;
+   and sync; the configs' extra validations of their last stage dropped (``val_interval``
+   alone decides);
 4. batch size and workers per GPU; the learning rate (``learning_rate`` 0: the config's rate
    scaled by our total batch / the config's reference batch, the linear scaling rule);
 5. ``img_size``: every resize, crop, pad, mosaic and mix-up scale of every pipeline (incl.
@@ -483,14 +484,10 @@ def _set_epochs(cfg: Config, settings: TrainingSettings, length: int, lr_factor:
     ratio = epochs / float(original)
     val_interval = min(settings.val_interval, epochs)
     cfg.train_cfg.update(type="EpochBasedTrainLoop", max_epochs=epochs, val_interval=val_interval)
-    intervals = cfg.train_cfg.get("dynamic_intervals")
-    if intervals:
-        rescaled: list[tuple[int, int]] = []
-        for milestone, interval in intervals:
-            point = min(epochs, max(1, round(milestone * ratio)))
-            if not rescaled or point > rescaled[-1][0]:
-                rescaled.append((point, max(1, min(int(interval), val_interval))))
-        cfg.train_cfg.dynamic_intervals = rescaled
+    # RTMDet's configs validate every epoch of their last stage; the user's
+    # val_interval is what the template documents, and a validation is a pass over the
+    # whole validation set: it alone decides.
+    cfg.train_cfg.pop("dynamic_intervals", None)
     cfg.param_scheduler = _schedulers(cfg.get("param_scheduler"), epochs, ratio, length, lr_factor)
     for hook in cfg.get("custom_hooks") or []:
         kind = hook.get("type")
