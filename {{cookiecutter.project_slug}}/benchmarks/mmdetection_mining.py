@@ -3,13 +3,14 @@
 The public YMIR experiment (COCO, one class at a time: a start set, a large pool in which the
 class is rare, 500 mined images per round) in a reproducible, synthetic form: a pool with a
 rare class among many images without it and distractors that look like it
-(``devkit/pool.py``), played by ``devkit al-loop`` with this executor as a black box: train on
-the start set, mine the pool with every algorithm and with ``random``, label the top-k, train
-again, for several rounds and seeds; every model is measured on the same held-out validation
-set. It prints the loop's tables (mAP@0.5 and mAP per round, mean and spread over the seeds,
-the difference to random paired by seed, the one-round enrichment of each first top-k), one
-line per algorithm against random, the best one against the goal (+0.05 mAP@0.5 after the last
-round) and whether the template's default ``mining_algorithm`` is that best one, then the time.
+(``devkit/pool.py``), the rare class trained alone from a start set a third of which holds it,
+played by ``devkit al-loop`` with this executor as a black box: train on the start set, mine
+the pool with every algorithm and with ``random``, label the top-k, train again, for several
+rounds and seeds; every model is measured on the same held-out validation set. It prints the
+loop's tables (mAP@0.5 and mAP per round, mean and spread over the seeds, the difference to
+random paired by seed, the one-round enrichment of each first top-k), one line per algorithm
+against random, the best one against the goal (+0.05 mAP@0.5 after the last round) and
+whether the template's default ``mining_algorithm`` is that best one, then the time.
 
 Settings (``--setting``): ``cpu`` (2 CPU cores; ``benchmarks/README.md`` has its cost),
 ``gpu`` (a larger pool, more rounds and seeds, longer trainings at 128 px, for real hardware)
@@ -60,7 +61,7 @@ SETTINGS = {
         # YMIR user does: trained from scratch each time, a model of 90 to 150 images is not
         # converged after this budget, and where it stands varies more than what was labelled
         fine_tune=True,
-        # without baked weights (a development machine) training starts from scratch: the
+        # without baked weights (a development machine) round 0 starts from scratch: the
         # rate RTMDet's config uses for a batch of 256, which a batch of 8 needs to learn in time
         training=dict(epochs=20, img_size=64, batch_size_per_gpu=8, learning_rate=0.004),
     ),
