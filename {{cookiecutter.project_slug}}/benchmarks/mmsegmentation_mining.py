@@ -6,10 +6,11 @@ rare class among many images without it and distractors that look like it
 (``devkit/pool.py``), the rare class trained alone from a start set a third of which holds it,
 played by ``devkit al-loop`` with this executor as a black box: train on the start set, mine
 the pool with every algorithm and with ``random``, label the top-k, train again, for several
-rounds and seeds; every model is measured on the same held-out validation set. It prints the loop's tables (mIoU per round, mean and spread over the seeds, the
-difference to random paired by seed, the one-round enrichment of each first top-k), one line
-per algorithm against random, the best one against the goal (+0.05 mIoU after the last round)
-and whether the template's default ``mining_algorithm`` is that best one, then the time.
+rounds and seeds; every model is measured on the same held-out validation set. It prints the
+loop's tables (mIoU per round, mean and spread over the seeds, the difference to random paired
+by seed, the one-round enrichment of each first top-k), one line per algorithm against random,
+the best one against the goal (+0.05 mIoU after the last round) and whether the template's
+default ``mining_algorithm`` is that best one, then the time.
 
 The model learns the background as a class of its own (``background_class: true``): the pool's
 objects lie on an unlabelled, cluttered background, and without it a model is unsure about
