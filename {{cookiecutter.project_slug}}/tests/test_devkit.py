@@ -16,7 +16,7 @@ import sys
 import tarfile
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -589,14 +589,18 @@ sys.exit(3 if mode == "fail" else 0)
 
 
 @pytest.fixture
-def fake_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def fake_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     root = tmp_path / "fakeroot"
     package = root / "fake_ymir_executor"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("", encoding="utf-8")
     (package / "__main__.py").write_text(FAKE_EXECUTOR, encoding="utf-8")
     monkeypatch.syspath_prepend(str(root))
-    return "fake_ymir_executor"
+    # run() finds the package through the import system: an earlier test's module would point
+    # it at that test's folder, which pytest deletes once the test passes.
+    sys.modules.pop("fake_ymir_executor", None)
+    yield "fake_ymir_executor"
+    sys.modules.pop("fake_ymir_executor", None)
 
 
 def fake_run(work: Path, package: str, mode: str, timeout: float = 60.0):
