@@ -32,8 +32,11 @@ existing() {
 device() { df -P "$1" | awk 'NR == 2 { print $1 }'; }
 free_gb() { df -Pk "$1" | awk 'NR == 2 { printf "%d\n", $4 / 1048576 }'; }
 
-refuse() {
-    local free="$1" need="$2" where="$3"
+# Exit with what to do unless the disk of folder $1 has $2 GB free; $3 names what it holds.
+require() {
+    local folder="$1" need="$2" where="$3" free
+    free="$(free_gb "$folder")"
+    [ "$free" -ge "$need" ] && return 0
     printf 'check-disk: error: %s GB free for %s; a full test run needs about %s GB there.\n' \
         "$free" "$where" "$need" >&2
     printf 'check-disk: free some space, point TMPDIR or YMIR_DOCKER_STATE at a larger disk, or set YMIR_TEST_MIN_FREE_GB=0 to skip this check (a partial run such as -m "not slow and not container" needs far less).\n' >&2
@@ -50,14 +53,9 @@ fi
 
 docker_dir="$(existing "$docker_state")"
 if [ "$(device "$temp_dir")" = "$(device "$docker_dir")" ]; then
-    need=$((TEMP_GB + DOCKER_GB))
-    free="$(free_gb "$temp_dir")"
-    [ "$free" -ge "$need" ] ||
-        refuse "$free" "$need" "the temporary folder ($temp_dir) and the Docker engine's state ($docker_state), one disk"
+    require "$temp_dir" $((TEMP_GB + DOCKER_GB)) \
+        "the temporary folder ($temp_dir) and the Docker engine's state ($docker_state), one disk"
 else
-    free="$(free_gb "$temp_dir")"
-    [ "$free" -ge "$TEMP_GB" ] || refuse "$free" "$TEMP_GB" "the temporary folder ($temp_dir)"
-    free="$(free_gb "$docker_dir")"
-    [ "$free" -ge "$DOCKER_GB" ] ||
-        refuse "$free" "$DOCKER_GB" "the Docker engine's state ($docker_state)"
+    require "$temp_dir" "$TEMP_GB" "the temporary folder ($temp_dir)"
+    require "$docker_dir" "$DOCKER_GB" "the Docker engine's state ($docker_state)"
 fi

@@ -14,14 +14,14 @@ SCRIPT = ROOT / "scripts" / "check-disk.sh"
 HUGE = str(10**9)  # GB: more than any disk
 
 
-def check(tmp_path: Path, **environment: str) -> subprocess.CompletedProcess:
+def check(tmp_path: Path, script: Path = SCRIPT, **environment: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "TMPDIR": str(tmp_path),
         "YMIR_DOCKER_STATE": str(tmp_path / "docker-state"),
         **environment,
     }
-    return subprocess.run([str(SCRIPT)], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run([str(script)], capture_output=True, text=True, env=env, timeout=60)
 
 
 def test_the_measured_needs_are_filled_in():
@@ -57,9 +57,7 @@ def test_a_bad_value_is_named(tmp_path):
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm, another file system")
 def test_two_disks_are_checked_each_for_its_part(tmp_path):
-    env = {**os.environ, "TMPDIR": "/dev/shm", "YMIR_DOCKER_STATE": str(tmp_path / "state")}
-    env["YMIR_TEST_MIN_FREE_GB"] = HUGE
-    result = subprocess.run([str(SCRIPT)], capture_output=True, text=True, env=env, timeout=60)
+    result = check(tmp_path, TMPDIR="/dev/shm", YMIR_TEST_MIN_FREE_GB=HUGE)
     assert result.returncode == 1
     # The override asks for it all under the temporary folder, which alone is named.
     assert "for the temporary folder (/dev/shm);" in result.stderr
@@ -67,10 +65,7 @@ def test_two_disks_are_checked_each_for_its_part(tmp_path):
 
 
 def test_the_test_command_checks_before_installing_anything(tmp_path):
-    env = {**os.environ, "TMPDIR": str(tmp_path), "YMIR_TEST_MIN_FREE_GB": HUGE}
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "test.sh")], capture_output=True, text=True, env=env, timeout=60
-    )
+    result = check(tmp_path, ROOT / "scripts" / "test.sh", YMIR_TEST_MIN_FREE_GB=HUGE)
     assert result.returncode == 1
     assert "check-disk: error:" in result.stderr
     assert result.stdout == ""  # neither pip, ruff nor pytest ran
