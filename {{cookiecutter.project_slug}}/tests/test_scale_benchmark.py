@@ -65,9 +65,12 @@ def test_scale_benchmark_prints_every_number(tmp_path: Path, target: str) -> Non
         *(rest or ["--inputs", "0", "--e2e", "0"]),
         "--clock",
         "cpu",
+        *(["--repeat", "2"] if detection else []),
         "--scratch",
         str(tmp_path),
     )
+    runs = 2 if detection else 1
+    assert f"clock cpu, fastest of {runs} runs each" in output
     numbers = rf"\s+({NUMBER})" * 7
     # Writers: old and new at 40 candidates, new only at 60 (above --old-max), 0 and 2-3 each.
     writer_rows = rows(output, rf"^\s+({NUMBER})\s+(\d+)\s+(old|new){numbers}\s*$")

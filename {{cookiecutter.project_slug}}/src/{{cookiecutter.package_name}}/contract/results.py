@@ -27,6 +27,7 @@ import json
 import math
 import numbers
 import os
+import struct
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
@@ -36,6 +37,7 @@ import numpy as np
 import yaml
 
 from .atomic import open_atomic, write_text_atomic
+from .box_json import BoxRowEncoder
 from .candidates import CandidateList
 from .errors import ExecutorError
 from .images import image_size
@@ -568,13 +570,11 @@ _EXACT_LIMIT = float(2**52)
 # Below this many boxes the per-box path is cheaper than the array path's fixed cost.
 _ARRAY_MIN_BOXES = 8
 # Boxes (and images) gathered before they are formatted: a few megabytes at most.
-_BATCH_BOXES = 1 << 14
+_BATCH_BOXES = 1 << 13
 _BATCH_ITEMS = 1 << 12
-# Formats of images with up to this many boxes are kept for reuse.
-_TEMPLATES_UP_TO = 1024
 
-# One detection entry exactly as json.dumps writes it (default separators, ensure_ascii). The
-# coordinates are "%s": ints, or their decimal texts when formatted in batches (_BoxBatch).
+# One detection entry exactly as json.dumps writes it (default separators, ensure_ascii); the
+# fields in this order are what BoxRowEncoder lays out (see _BoxBatch).
 _BOX_JSON = (
     '{"box": {"x": %s, "y": %s, "w": %s, "h": %s, "rotate_angle": 0.0}, '
     '"class_name": %s, "score": %r}'
@@ -585,41 +585,54 @@ _LEGACY_BOX_JSON = '{"box": {"x": %s, "y": %s, "w": %s, "h": %s}, "class_name": 
 Box = Tuple[Any, Any, Any, Any, Any, Any]
 
 
-def _box_limits(classes: int) -> np.ndarray:
-    """The lowest and highest value of each of a box's six numbers that ``add()`` accepts."""
-    return np.array([[-_EXACT_LIMIT] * 4 + [0.0, 0.0], [_EXACT_LIMIT] * 4 + [classes - 1.0, 1.0]])
+@functools.lru_cache(maxsize=256)
+def _doubles(count: int) -> struct.Struct:
+    return struct.Struct(f"{count}d")
 
 
-def _checked_boxes(boxes: Sequence[Box] | np.ndarray, limits: np.ndarray) -> np.ndarray | None:
-    """The boxes as a new float64 ``(n, 6)`` array when every value passes ``add()``'s checks.
+class _BoxCheck:
+    """``add()``'s checks of many boxes at once, for plain numbers (the array path).
 
-    Only for plain numbers within ``limits`` (see :func:`_box_limits`) and whole class ids:
-    ``None`` for anything else (class names, booleans, torch scalars, NaN, out-of-range
-    values), and the per-box path then decides and names the first bad box.
+    Calling it returns the boxes as a new float64 ``(n, 6)`` array when every value is a plain
+    number within its limits and every class id is whole; ``None`` for anything else (class
+    names, booleans, torch scalars, NaN, out-of-range values), and the per-box path then
+    decides and names the first bad box. At 30 boxes an image numpy's fixed cost per call is
+    most of the time, so the values are checked as one flat array in four calls.
     """
-    if isinstance(boxes, np.ndarray):
-        if boxes.dtype.kind not in "fiu":  # booleans and objects: checked box by box
-            return None
-        values = boxes.astype(np.float64)  # a copy: the caller may reuse its buffer
-    else:
-        try:
-            if not set(map(type, itertools.chain.from_iterable(boxes))) <= _PLAIN_NUMBERS:
+
+    def __init__(self, classes: int) -> None:
+        # The lowest and highest value of each of a box's six numbers, and both repeated for
+        # the most boxes seen so far.
+        self._low = np.array([-_EXACT_LIMIT] * 4 + [0.0, 0.0])
+        self._high = np.array([_EXACT_LIMIT] * 4 + [classes - 1.0, 1.0])
+        self._lows = self._highs = np.empty(0)
+
+    def __call__(self, boxes: Sequence[Box] | np.ndarray) -> np.ndarray | None:
+        if isinstance(boxes, np.ndarray):
+            if boxes.dtype.kind not in "fiu" or boxes.ndim != 2 or boxes.shape[1] != 6:
+                return None  # booleans and objects: checked box by box
+            values = boxes.astype(np.float64).ravel()  # a copy: the caller may reuse its buffer
+        else:
+            try:
+                flat = list(itertools.chain.from_iterable(boxes))
+                if set(map(len, boxes)) != {6} or not set(map(type, flat)) <= _PLAIN_NUMBERS:
+                    return None
+                # struct packs a list of numbers into doubles twice as fast as numpy reads it.
+                values = np.frombuffer(_doubles(len(flat)).pack(*flat), dtype=np.float64)
+            except (TypeError, ValueError, OverflowError):
                 return None
-            values = np.array(boxes, dtype=np.float64)
-        except (TypeError, ValueError):
-            return None
-    if values.ndim != 2 or values.shape[1] != 6:
-        return None
-    # What the values would be if they were valid: equal only when they are (NaN never is).
-    valid = np.minimum(np.maximum(values, limits[0]), limits[1])
-    np.floor(valid[:, 4], out=valid[:, 4])
-    return values if (valid == values).all() else None
+        return values.reshape(-1, 6) if self._valid(values) else None
 
-
-@functools.lru_cache(maxsize=None)
-def _decimal_texts() -> np.ndarray:
-    """``str(n)`` for n below 2**14, the usual pixel coordinates: looked up, not formatted."""
-    return np.array([str(number) for number in range(1 << 14)], dtype=object)
+    def _valid(self, values: np.ndarray) -> bool:
+        if len(values) > len(self._lows):
+            self._lows = np.tile(self._low, len(values) // 6)
+            self._highs = np.tile(self._high, len(values) // 6)
+        # What the values would be if they were valid, bit for bit (fmax and fmin turn NaN into
+        # a limit, -0.0 may become 0.0: both then take the per-box path).
+        valid = np.fmin(np.fmax(values, self._lows[: len(values)]), self._highs[: len(values)])
+        classes = valid[4::6]
+        np.floor(classes, out=classes)
+        return valid.tobytes() == values.tobytes()
 
 
 class _BoxBatch:
@@ -627,15 +640,16 @@ class _BoxBatch:
 
     At 30 boxes per image numpy's cost per call, not per box, is what counts: clipping and
     rounding one image's boxes took more time than formatting them. Gathered over thousands of
-    images, the arithmetic costs nearly nothing per box and one ``%`` formats a whole image.
-    The arithmetic is :meth:`DetectionResult._entry`'s: float64 throughout, numpy's rounding is
-    Python's (half to even), and an image of unknown size has infinite bounds.
+    images, the arithmetic costs nearly nothing per box, and :class:`BoxRowEncoder` writes all
+    their JSON at once. The arithmetic is :meth:`DetectionResult._entry`'s: float64
+    throughout, numpy's rounding is Python's (half to even), and an image of unknown size has
+    infinite bounds.
     """
 
     def __init__(self, box_json: str, name_json: list[str]) -> None:
         self._box_json = box_json
-        self._names = np.array(name_json, dtype=object)
-        self._templates: dict[int, str] = {}
+        self._name_json = name_json
+        self._encoder = BoxRowEncoder(box_json, name_json)
         # (candidate index, float64 boxes or their JSON, (width, height) or None), in add order.
         self._items: list[tuple[int, Any, Any]] = []
         self._boxes = 0
@@ -646,23 +660,23 @@ class _BoxBatch:
 
     def add_text(self, index: int, entries: list[str]) -> None:
         """Boxes the per-box path checked and formatted."""
-        self._items.append((index, ", ".join(entries), None))
+        self._items.append((index, ", ".join(entries).encode("ascii"), None))
         self._boxes += len(entries)
 
     def full(self) -> bool:
         return self._boxes >= _BATCH_BOXES or len(self._items) >= _BATCH_ITEMS
 
-    def render(self) -> Iterator[tuple[int, str]]:
+    def render(self) -> Iterator[tuple[int, bytes]]:
         """Every item's JSON (its kept boxes joined by ", "), in add order; the batch empties."""
         items, self._items, self._boxes = self._items, [], 0
-        arrays = [item for item in items if not isinstance(item[1], str)]
+        arrays = [item for item in items if not isinstance(item[1], bytes)]
         texts = iter(self._format(arrays)) if arrays else iter(())
         for index, boxes, _ in items:
-            text = boxes if isinstance(boxes, str) else next(texts)
+            text = boxes if isinstance(boxes, bytes) else next(texts)
             if text:
                 yield index, text
 
-    def _format(self, items: list[tuple[int, Any, Any]]) -> list[str]:
+    def _format(self, items: list[tuple[int, Any, Any]]) -> list[bytes]:
         counts = [len(values) for _, values, _ in items]
         values = np.concatenate([values for _, values, _ in items])
         limits = np.repeat(
@@ -675,30 +689,28 @@ class _BoxBatch:
         # A sliver thinner than a pixel still marks an object: keep it one pixel wide.
         size = np.maximum(np.round(far) - start, 1.0)
         start = np.maximum(np.minimum(start, limits - size), 0.0)
-        table = np.empty((len(values), 6), dtype=object)
         integers = np.concatenate((start, size), axis=1).astype(np.int64)
-        decimals = _decimal_texts()
-        # Larger numbers stay ints: "%s" writes them as it writes their texts.
-        table[:, :4] = decimals[integers] if integers.max() < len(decimals) else integers
-        table[:, 4] = self._names[values[:, 4].astype(np.int64)]
-        table[:, 5] = values[:, 5]
-        owners = np.repeat(np.arange(len(items)), counts)
-        kept_counts = np.bincount(owners[kept], minlength=len(items)).tolist()
-        flat = table[kept].ravel().tolist()
-        texts, position = [], 0
-        for count in kept_counts:
-            end = position + 6 * count
-            texts.append(self._template(count) % tuple(flat[position:end]) if count else "")
-            position = end
+        classes, scores = values[:, 4].astype(np.int64), values[:, 5]
+        kept_counts = counts
+        if not kept.all():
+            integers, classes, scores = integers[kept], classes[kept], scores[kept]
+            owners = np.repeat(np.arange(len(items)), counts)
+            kept_counts = np.bincount(owners[kept], minlength=len(items)).tolist()
+        texts = self._encoder.encode(integers, classes, scores, kept_counts)
+        position = 0
+        for item, (text, count) in enumerate(zip(texts, kept_counts)):
+            if text is None:  # a box only the template writes exactly
+                rows = range(position, position + count)
+                texts[item] = self._template_text(integers[rows], classes[rows], scores[rows])
+            position += count
         return texts
 
-    def _template(self, count: int) -> str:
-        template = self._templates.get(count)
-        if template is None:
-            template = ", ".join([self._box_json] * count)
-            if count <= _TEMPLATES_UP_TO:
-                self._templates[count] = template
-        return template
+    def _template_text(self, integers: np.ndarray, classes: np.ndarray, scores: np.ndarray):
+        entries = [
+            self._box_json % (*box, self._name_json[label], score)
+            for box, label, score in zip(integers.tolist(), classes.tolist(), scores.tolist())
+        ]
+        return ", ".join(entries).encode("ascii")
 
 
 def _image_size(size: Any) -> tuple[int, int]:
@@ -753,7 +765,7 @@ class DetectionResult:
         self._names, self._lookup = _normalise_class_names(class_names)
         self._name_json = [_json_string(name) for name in self._names]
         self._batch = _BoxBatch(self._box_json, self._name_json)
-        self._box_limits = _box_limits(len(self._names))
+        self._check_boxes = _BoxCheck(len(self._names))
         self._list_key = b'"annotations": [' if self.legacy else b'"boxes": ['
         count = len(self._candidates)
         # Image sizes: 0 = not looked up yet, -1 = unreadable (boxes only clipped at 0).
@@ -789,11 +801,11 @@ class DetectionResult:
             bounds = self._widths[index], self._heights[index] = _image_size(size)
         else:
             bounds = self._size(index)
-        if not isinstance(boxes, Sequence) and not isinstance(boxes, np.ndarray):
+        if not isinstance(boxes, (list, tuple, np.ndarray)) and not isinstance(boxes, Sequence):
             boxes = list(boxes)  # e.g. a generator
         values = None
         if len(boxes) >= _ARRAY_MIN_BOXES:
-            values = _checked_boxes(boxes, self._box_limits)
+            values = self._check_boxes(boxes)
         if values is not None:
             self._batch.add_values(index, values, bounds)
         else:
@@ -834,8 +846,7 @@ class DetectionResult:
         A record is the image's whole entry with the separator before it,
         ``, "<name>": {"boxes": [...]}``: :meth:`write` then copies runs of records as they lie.
         """
-        for index, text in self._batch.render():
-            boxes = text.encode("ascii")
+        for index, boxes in self._batch.render():
             earlier = self._spool.get(index)
             if earlier is None:
                 name = _json_string(self._candidates.basename(index)).encode("ascii")
