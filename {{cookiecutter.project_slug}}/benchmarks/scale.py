@@ -332,7 +332,7 @@ def writer_table(args: argparse.Namespace, object_type: int, scratch: Path) -> N
                     continue
                 zero = results.get((count, 0, impl))
                 print(writer_row(count, per_image, impl, measured, zero))
-    print("old / new (time, peak RSS growth):")
+    print(f"old / new (time, time per {unit} over the run without any, peak RSS growth):")
     for count in args.sizes:
         for per_image in per_image_counts:
             old = results.get((count, per_image, "old"))
@@ -340,7 +340,15 @@ def writer_table(args: argparse.Namespace, object_type: int, scratch: Path) -> N
             if old and new:
                 speedup = total(old) / max(total(new), 1e-9)
                 smaller = growth(old) / max(growth(new), 1)
-                print(f"{count:>10,} {per_image:>6} {speedup:>8.1f}x time {smaller:>8.1f}x memory")
+                marginal = ""
+                old_zero, new_zero = results.get((count, 0, "old")), results.get((count, 0, "new"))
+                if per_image and old_zero and new_zero:
+                    added = (total(old) - total(old_zero)) / max(total(new) - total(new_zero), 1e-9)
+                    marginal = f" {added:>8.1f}x per {unit}"
+                print(
+                    f"{count:>10,} {per_image:>6} {speedup:>8.1f}x time{marginal} "
+                    f"{smaller:>8.1f}x memory"
+                )
     print()
 
 

@@ -82,7 +82,10 @@ def test_scale_benchmark_prints_every_number(tmp_path: Path, target: str) -> Non
     ]
     assert sorted((row[1], row[2], row[3]) for row in writer_rows) == sorted(expected)
     assert len(rows(output, r"^\s+60\s+\d+\s+old\s+skipped: above --old-max")) == 2
-    assert len(rows(output, rf"^\s+40\s+\d+\s+{NUMBER}x time\s+{NUMBER}x memory$")) == 2
+    assert len(rows(output, rf"^\s+40\s+0\s+{NUMBER}x time\s+{NUMBER}x memory$")) == 1
+    unit = "box" if detection else "mask"
+    ratio = rf"^\s+40\s+[23]\s+{NUMBER}x time\s+{NUMBER}x per {unit}\s+{NUMBER}x memory$"
+    assert len(rows(output, ratio)) == 1
     # Mining: old and new at 40, new at 60.
     five = rf"(?:\s+{NUMBER})" * 5
     mining = rows(output, rf"^\s+({NUMBER})\s+(old|new){five}\s*$")

@@ -470,6 +470,21 @@ class _Spool:
         self._lengths[index] = len(record)
         self._end += len(record)
 
+    def put_new(self, indices: list[int], records: list[bytes]) -> bool:
+        """Store each of ``records`` as the record of the candidate at the same place in
+        ``indices``, in one write; ``False`` (nothing stored) if one of them has a record
+        already or appears twice, for :meth:`put` to extend them one by one."""
+        where = np.array(indices, dtype=np.int64)
+        if len(set(indices)) < len(indices) or (self._offsets[where] >= 0).any():
+            return False
+        lengths = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
+        ends = self._end + np.cumsum(lengths)
+        self._file.write(b"".join(records))
+        self._offsets[where] = ends - lengths
+        self._lengths[where] = lengths
+        self._end = int(ends[-1]) if len(ends) else self._end
+        return True
+
     def get(self, index: int) -> bytes | None:
         """Candidate ``index``'s record, or ``None`` when it has none."""
         offset = int(self._offsets[index])
@@ -666,30 +681,37 @@ class _BoxBatch:
     def full(self) -> bool:
         return self._boxes >= _BATCH_BOXES or len(self._items) >= _BATCH_ITEMS
 
-    def render(self) -> Iterator[tuple[int, bytes]]:
-        """Every item's JSON (its kept boxes joined by ", "), in add order; the batch empties."""
+    def render(self) -> tuple[list[int], list[bytes]]:
+        """The items with kept boxes and their JSON (the boxes joined by ", "), in add order;
+        the batch empties."""
         items, self._items, self._boxes = self._items, [], 0
         arrays = [item for item in items if not isinstance(item[1], bytes)]
-        texts = iter(self._format(arrays)) if arrays else iter(())
+        formatted = iter(self._format(arrays)) if arrays else iter(())
+        indices, texts = [], []
         for index, boxes, _ in items:
-            text = boxes if isinstance(boxes, bytes) else next(texts)
+            text = boxes if isinstance(boxes, bytes) else next(formatted)
             if text:
-                yield index, text
+                indices.append(index)
+                texts.append(text)
+        return indices, texts
 
     def _format(self, items: list[tuple[int, Any, Any]]) -> list[bytes]:
         counts = [len(values) for _, values, _ in items]
         values = np.concatenate([values for _, values, _ in items])
-        limits = np.repeat(
-            np.array([bounds for _, _, bounds in items], dtype=np.float64), counts, 0
-        )
-        near = np.maximum(values[:, :2], 0.0)  # x, y
-        far = np.minimum(values[:, :2] + values[:, 2:4], limits)  # x + w, y + h
-        kept = (far > near).all(axis=1)
-        start = np.round(near)
-        # A sliver thinner than a pixel still marks an object: keep it one pixel wide.
-        size = np.maximum(np.round(far) - start, 1.0)
-        start = np.maximum(np.minimum(start, limits - size), 0.0)
-        integers = np.concatenate((start, size), axis=1).astype(np.int64)
+        limits = np.array([bounds for _, _, bounds in items], dtype=np.float64)
+        integers = np.empty((len(values), 4), dtype=np.int64)  # x, y, w, h
+        kept = np.ones(len(values), dtype=bool)
+        # x and w, then y and h: 1-D arithmetic (on (n, 2) slices it took 2.5 times as long).
+        for axis in (0, 1):
+            limit = np.repeat(limits[:, axis], counts)
+            near = np.maximum(values[:, axis], 0.0)
+            far = np.minimum(values[:, axis] + values[:, axis + 2], limit)
+            kept &= far > near
+            start = np.round(near)
+            # A sliver thinner than a pixel still marks an object: keep it one pixel wide.
+            size = np.maximum(np.round(far) - start, 1.0)
+            integers[:, axis] = np.maximum(np.minimum(start, limit - size), 0.0)
+            integers[:, axis + 2] = size
         classes, scores = values[:, 4].astype(np.int64), values[:, 5]
         kept_counts = counts
         if not kept.all():
@@ -846,12 +868,17 @@ class DetectionResult:
         A record is the image's whole entry with the separator before it,
         ``, "<name>": {"boxes": [...]}``: :meth:`write` then copies runs of records as they lie.
         """
-        for index, boxes in self._batch.render():
+        indices, texts = self._batch.render()
+        names = map(_json_string, map(self._candidates.basename, indices))
+        records = [
+            b"".join((b", ", name.encode("ascii"), b": {", self._list_key, boxes, b"]}"))
+            for name, boxes in zip(names, texts)
+        ]
+        if self._spool.put_new(indices, records):  # the usual case: images added once
+            return
+        for index, boxes, record in zip(indices, texts, records):
             earlier = self._spool.get(index)
-            if earlier is None:
-                name = _json_string(self._candidates.basename(index)).encode("ascii")
-                record = b"".join((b", ", name, b": {", self._list_key, boxes, b"]}"))
-            else:
+            if earlier is not None:
                 record = earlier[:-2] + b", " + boxes + b"]}"
             self._spool.put(index, record)
 
