@@ -99,6 +99,7 @@ def expected_files(
         "contract/__init__.py",
         "contract/atomic.py",
         "contract/booleans.py",
+        "contract/box_json.py",
         "contract/candidates.py",
         "contract/context.py",
         "contract/dataset.py",
@@ -146,6 +147,7 @@ def expected_files(
     test_files = [
         "conftest.py",
         "test_al_loop.py",
+        "test_box_json.py",
         "test_chain.py",
         "test_context.py",
         "test_dataset.py",

@@ -718,16 +718,20 @@ class _BoxBatch:
             integers, classes, scores = integers[kept], classes[kept], scores[kept]
             owners = np.repeat(np.arange(len(items)), counts)
             kept_counts = np.bincount(owners[kept], minlength=len(items)).tolist()
-        texts = self._encoder.encode(integers, classes, scores, kept_counts)
-        position = 0
-        for item, (text, count) in enumerate(zip(texts, kept_counts)):
+        texts, position = [], 0
+        for text, count in zip(
+            self._encoder.encode(integers, classes, scores, kept_counts), kept_counts
+        ):
             if text is None:  # a box only the template writes exactly
                 rows = range(position, position + count)
-                texts[item] = self._template_text(integers[rows], classes[rows], scores[rows])
+                text = self._template_text(integers[rows], classes[rows], scores[rows])
+            texts.append(text)
             position += count
         return texts
 
-    def _template_text(self, integers: np.ndarray, classes: np.ndarray, scores: np.ndarray):
+    def _template_text(
+        self, integers: np.ndarray, classes: np.ndarray, scores: np.ndarray
+    ) -> bytes:
         entries = [
             self._box_json % (*box, self._name_json[label], score)
             for box, label, score in zip(integers.tolist(), classes.tolist(), scores.tolist())
