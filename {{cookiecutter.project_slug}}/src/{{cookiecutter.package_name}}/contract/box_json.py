@@ -130,7 +130,7 @@ def _shortest(digits: np.ndarray, rest: np.ndarray, half_gap: np.ndarray, exact:
 
 @functools.lru_cache(maxsize=None)
 def _digit_masks() -> np.ndarray:
-    """Row ``n``: four uint32 lanes keeping the last ``n`` of 20 digit bytes, NUL before them."""
+    """Row ``n``: five uint32 lanes keeping the last ``n`` of 20 digit bytes, NUL before them."""
     keep = np.arange(_DIGIT_COLUMNS)[None, :] >= _DIGIT_COLUMNS - np.arange(21)[:, None]
     return (keep * np.uint8(0xFF)).astype(np.uint8).view(np.uint32)
 
@@ -176,8 +176,8 @@ class BoxRowEncoder:
             raise ValueError(f"a box template has six fields, got {box_json!r}")
         names = [name.encode("ascii") for name in name_json]
         name_columns = max(map(len, names))
-        self._names = np.array(names, dtype=f"S{name_columns}").view(np.uint8)
-        self._names = self._names.reshape(len(names), name_columns)
+        texts = np.array(names, dtype=f"S{name_columns}")  # NUL-padded
+        self._names = texts.view(np.uint8).reshape(len(names), name_columns)
         # Every row: ", " and the template, each field a NUL-filled slot of its width; the
         # score is its digit before the point, ".", and the digits after it.
         row = bytearray(b", " + pieces[0])
