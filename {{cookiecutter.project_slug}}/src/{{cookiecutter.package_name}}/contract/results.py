@@ -582,8 +582,6 @@ _SPOOL_BUFFER = 1 << 20
 _PLAIN_NUMBERS = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
 # Coordinates beyond this are handled box by box: float64 rounding stays exact below it.
 _EXACT_LIMIT = float(2**52)
-# Below this many boxes the per-box path is cheaper than the array path's fixed cost.
-_ARRAY_MIN_BOXES = 8
 # Boxes (and images) gathered before they are formatted: a few megabytes at most.
 _BATCH_BOXES = 1 << 13
 _BATCH_ITEMS = 1 << 12
@@ -829,9 +827,9 @@ class DetectionResult:
             bounds = self._size(index)
         if not isinstance(boxes, (list, tuple, np.ndarray)) and not isinstance(boxes, Sequence):
             boxes = list(boxes)  # e.g. a generator
-        values = None
-        if len(boxes) >= _ARRAY_MIN_BOXES:
-            values = self._check_boxes(boxes)
+        # The array path is faster from one box on (14 us against 15 for one box, 15 against
+        # 42 for four); the per-box path decides what it refuses, and names the bad box.
+        values = self._check_boxes(boxes) if len(boxes) else None
         if values is not None:
             self._batch.add_values(index, values, bounds)
         else:
