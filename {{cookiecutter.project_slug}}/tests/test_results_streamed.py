@@ -113,8 +113,8 @@ def test_detection_writes_todays_document(tmp_path, monkeypatch, legacy, batch_b
     candidates = candidate_images(tmp_path, 40, rng)
     streamed = DetectionResult(outputs(tmp_path / "new"), candidates, CLASS_NAMES, legacy)
     old = reference.DetectionResult(outputs(tmp_path / "old"), candidates, CLASS_NAMES, legacy)
-    # Out of candidate order, some candidates twice, some never; both the per-box path (few
-    # boxes, names, odd types) and the array path (many plain numbers) are taken.
+    # Out of candidate order, some candidates twice, some never; both the per-box path (class
+    # names, odd types) and the array path (plain numbers, in lists or arrays) are taken.
     for index in rng.permutation(len(candidates) + 10) % len(candidates):
         count = [0, 1, 3, 8, 30][rng.randint(5)]
         boxes = [random_box(rng) for _ in range(count)]

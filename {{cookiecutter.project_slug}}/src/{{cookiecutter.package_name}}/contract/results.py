@@ -600,6 +600,7 @@ Box = Tuple[Any, Any, Any, Any, Any, Any]
 
 @functools.lru_cache(maxsize=256)
 def _doubles(count: int) -> struct.Struct:
+    """Packs ``count`` numbers into doubles (one per box count seen)."""
     return struct.Struct(f"{count}d")
 
 
