@@ -80,17 +80,34 @@ def test_rows_are_the_templates(template: str) -> None:
     # Image 3 has a score repr() writes with an exponent, image 5 a coordinate beyond the table.
     scores[4 + 7] = 3e-5
     ints[sum(counts[:5]) + 1, 2] = INT_LIMIT
-    written = BoxRowEncoder(template, name_json).encode(ints, classes, scores, counts)
-    start, expected = 0, []
+    encoder = BoxRowEncoder(template, name_json)
+    written = encoder.encode(ints, classes, scores, counts)
+    assert written == [
+        None if image in (3, 5) else text
+        for image, text in enumerate(
+            template_texts(template, name_json, ints, classes, scores, counts)
+        )
+    ]
+    # The encoder keeps its table between batches: a second batch, grouped differently (rows
+    # that started an image above now follow others), comes out as the template writes it.
+    rows = slice(sum(counts[:5]))  # images 0 to 4, without the coordinate beyond the table
+    regrouped = [2, 2, 30, 2]
+    written = encoder.encode(ints[rows], classes[rows], scores[rows], regrouped)
+    expected = template_texts(
+        template, name_json, ints[rows], classes[rows], scores[rows], regrouped
+    )
+    assert written == [None if image == 2 else text for image, text in enumerate(expected)]
+
+
+def template_texts(template, name_json, ints, classes, scores, counts) -> list[bytes]:
+    """Each image's boxes as the ``%`` template writes them, joined by ", "."""
+    start, texts = 0, []
     for count in counts:
-        rows = range(start, start + count)
-        expected.append(
+        texts.append(
             ", ".join(
                 template % (*ints[row].tolist(), name_json[classes[row]], float(scores[row]))
-                for row in rows
+                for row in range(start, start + count)
             ).encode()
         )
         start += count
-    assert [text if text is None else bytes(text) for text in written] == [
-        None if image in (3, 5) else text for image, text in enumerate(expected)
-    ]
+    return texts
