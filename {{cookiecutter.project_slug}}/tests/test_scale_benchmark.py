@@ -115,3 +115,26 @@ def test_scale_benchmark_prints_every_number(tmp_path: Path, target: str) -> Non
     for label in ("executor wall time", "executor peak RSS", "peak RSS per candidate"):
         assert re.search(rf"^{label}\s+{NUMBER} (s|MB|B)$", output, re.MULTILINE), label
     assert bool(re.search(r"^result\.tsv lines\s+30$", output, re.MULTILINE)) == ("mining" in tasks)
+
+
+def test_repeated_cases_take_turns_and_the_fastest_run_counts(monkeypatch, tmp_path) -> None:
+    sys.path.insert(0, str(PROJECT / "benchmarks"))
+    try:
+        import scale
+    finally:
+        sys.path.remove(str(PROJECT / "benchmarks"))
+    runs = []
+    timings = {"old": iter([3.0, 2.0, 4.0]), "new": iter([0.5, 0.7, 0.4])}
+    peaks = {"old": iter([10, 30, 20]), "new": iter([5, 4, 6])}
+
+    def measure(case: dict) -> dict:
+        name = case["impl"]
+        runs.append(name)
+        return {"add_s": next(timings[name]), "write_s": 0.0, "peak": next(peaks[name])}
+
+    monkeypatch.setattr(scale, "measure", measure)
+    cases = {name: {"impl": name, "out": str(tmp_path / name)} for name in ("old", "new")}
+    best = scale.measure_interleaved(cases, 3)
+    assert runs == ["old", "new"] * 3
+    assert (best["old"]["add_s"], best["new"]["add_s"]) == (2.0, 0.4)
+    assert (best["old"]["peak"], best["new"]["peak"]) == (30, 6)  # the highest of the runs
