@@ -137,8 +137,10 @@ def main() -> None:
         f"img_size {training['img_size']}{start_from}; object_type {manifest_object_type(img_man)}",
         flush=True,
     )
+    jobs, cores_per_job = 1, None
     if setting["one_core"]:
-        print(pin_to_one_core(), flush=True)
+        jobs, cores_per_job, line = one_core_jobs(settings.seeds)
+        print(line, flush=True)
     started = time.monotonic()
     folder = work.absolute().parent / f"{work.name}-data"
     dataset = load_dataset(folder, write_pool(folder, recipe), class_names=CLASSES)
@@ -149,6 +151,8 @@ def main() -> None:
             settings,
             timeout=args.timeout,
             log=lambda line: print(line, flush=True),
+            jobs=jobs,
+            cores_per_job=cores_per_job,
         )
     except StepFailed as error:
         sys.exit(f"failed: {error}\n(the tasks before it are kept: the same command resumes)")
@@ -157,19 +161,20 @@ def main() -> None:
     print(timing(time.monotonic() - started))
 
 
-def pin_to_one_core() -> str:
-    """Run this process, and so every task it starts (they inherit it), on one CPU core.
+def one_core_jobs(seeds: int) -> tuple[int, int | None, str]:
+    """Jobs and cores per job that run the seeds side by side, each on one CPU core of its
+    own, and say so: ``(jobs, cores_per_job, line)``.
 
-    PyTorch then runs one thread. The CPU settings' tensors (64 px images) are too small for a
-    second thread to help: a round-1 training of the MMDetection setting took 73 CPU seconds
-    (74 s wall) on one thread, 346 CPU seconds (308 s wall) on two while one other job ran on
-    the machine's 2 cores, its threads spinning while they wait for each other.
+    PyTorch on one core runs one thread. The CPU settings' tensors (64 px images) are too small
+    for a second thread to help: a round-1 training of the MMDetection setting took 73 CPU
+    seconds (74 s wall) on one thread, 346 CPU seconds (308 s wall) on two while one other job
+    ran on the machine's 2 cores, its threads spinning while they wait for each other. The
+    seeds are independent, so the cores are better spent on one seed each.
     """
     if not hasattr(os, "sched_setaffinity"):  # macOS, Windows: as many threads as cores
-        return "every task on all cores (this system cannot pin a process to one)"
-    core = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {core})
-    return f"every task on CPU core {core} alone (one PyTorch thread)"
+        return 1, None, "the seeds one after the other, on all cores (no pinning on this system)"
+    jobs = max(1, min(seeds, len(os.sched_getaffinity(0))))
+    return jobs, 1, f"{jobs} seed(s) at once, each on a CPU core of its own (one PyTorch thread)"
 
 
 def timing(wall: float) -> str:

@@ -8,10 +8,14 @@ before any run) are tested here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +224,195 @@ def test_a_failing_task_stops_the_loop_with_its_last_log_line(
         al_loop(tmp_path / "fails", pool_dataset, settings, log=lambda line: None)
     # what ran before is kept for a resumed run
     assert (tmp_path / "fails" / "seed-1" / "round-0" / "training" / "step.json").is_file()
+
+
+@needs_stub_loop
+def test_the_start_model_trains_with_its_own_params(
+    tmp_path: Path, pool_dataset: LabelledDataset
+) -> None:
+    """``start_training_params`` apply to round 0 only, over ``training_params``; a resumed
+    run must share them."""
+    work = tmp_path / "start-params"
+    settings = LoopSettings(
+        **dict(TINY, rounds=1),
+        training_params={"shm_size": "8G"},
+        start_training_params={"shm_size": "4G"},
+    )
+    al_loop(work, pool_dataset, settings, log=lambda line: None)
+
+    def config(step: str) -> dict:
+        path = work / "seed-1" / step / "training" / "in" / "config.yaml"
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+    assert config("round-0")["shm_size"] == "4G"
+    assert config("random/round-1")["shm_size"] == "8G"
+    recorded = json.loads((work / "al-loop.json").read_text(encoding="utf-8"))
+    assert recorded["start_training_params"] == {"shm_size": "4G"}
+    settings.start_training_params = {}
+    with pytest.raises(ValueError, match=r"holds another experiment .*start_training_params"):
+        al_loop(work, pool_dataset, settings, log=lambda line: None)
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+
+
+@needs_stub_loop
+def test_jobs_run_the_seeds_side_by_side_each_on_its_own_core(
+    finished: dict, pool_dataset: LabelledDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two seeds in two forked jobs: the same results as one after the other (seed 1 is the
+    sequential experiment's seed 1), every log line and the report in this process, each job's
+    tasks pinned to a core of their own when the machine has two."""
+    if not hasattr(os, "fork"):
+        pytest.skip("jobs are forked processes")
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cores_per_job = 1 if len(cores) >= 2 else None
+    seen = tmp_path / "tasks.txt"
+    real_run = al_loop_module.run
+
+    def recording_run(work: Path, **options: object) -> object:
+        # runs in the job's process: what it was pinned to goes to a file
+        pinned = sorted(os.sched_getaffinity(0)) if cores_per_job else []
+        with seen.open("a", encoding="utf-8") as fh:
+            seed = next(part for part in Path(work).parts if part.startswith("seed-"))
+            fh.write(json.dumps([seed, os.getpid(), pinned]) + "\n")
+        return real_run(work, **options)
+
+    monkeypatch.setattr(al_loop_module, "run", recording_run)
+    lines: list[str] = []
+    work = tmp_path / "jobs"
+    settings = LoopSettings(**TINY, seeds=2)
+    report = al_loop(
+        work, pool_dataset, settings, log=lines.append, jobs=2, cores_per_job=cores_per_job
+    )
+
+    # the stub's random scores hang on the candidates' paths, which lie in another work dir
+    sequential = finished["report"]["runs"]["1"]
+    assert report["runs"]["1"][DEFAULT_ALGORITHM] == sequential[DEFAULT_ALGORITHM]
+    assert report["runs"]["1"]["random"][0] == sequential["random"][0]
+    assert set(report["runs"]) == {"1", "2"} and report["runs"]["2"] != report["runs"]["1"]
+    assert json.loads((work / "report.json").read_text(encoding="utf-8")) == report
+    log = "\n".join(lines)
+    for seed in (1, 2):
+        assert f"seed {seed} round 2 random: training on 20 images: done in" in log
+    assert "last round vs random" in log
+    tasks = [json.loads(line) for line in seen.read_text(encoding="utf-8").splitlines()]
+    seed_of = {pid: {seed for seed, p, _ in tasks if p == pid} for _, pid, _ in tasks}
+    assert sorted(map(sorted, seed_of.values())) == [["seed-1"], ["seed-2"]]  # a job per seed
+    assert os.getpid() not in seed_of
+    if cores_per_job:
+        pinned = {seed: tuple(p) for seed, _, p in tasks}
+        assert sorted(pinned.values()) == [(cores[0],), (cores[1],)]
+
+
+@needs_stub_loop
+def test_a_failing_job_lets_the_others_finish_then_stops_the_loop(
+    tmp_path: Path, pool_dataset: LabelledDataset
+) -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("jobs are forked processes")
+    settings = LoopSettings(**dict(TINY, rounds=1), seeds=2, algorithms=["no-such-algorithm"])
+    with pytest.raises(StepFailed, match=r"(?s)seed 1 round 1 no-such-algorithm: mining failed"):
+        al_loop(tmp_path / "fails", pool_dataset, settings, log=lambda line: None, jobs=2)
+    for seed in (1, 2):  # each job ran until its own failure; kept for a resumed run
+        assert (
+            tmp_path / "fails" / f"seed-{seed}" / "round-0" / "training" / "step.json"
+        ).is_file()
+
+
+# The loop with two jobs, each task a `sleep` in a session of its own as run() starts tasks; the
+# pids of the sleeps go to a file. Run in a process of its own, which the test then terminates.
+TERMINATED_LOOP = """
+import os, signal, subprocess, sys, time
+from pathlib import Path
+
+from {{ cookiecutter.package_name }}.devkit import al_loop as module
+from {{ cookiecutter.package_name }}.devkit.al_dataset import load_dataset
+
+work, pool, pids = (Path(arg) for arg in sys.argv[1:])
+
+
+def slow_run(task, **options):
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    with pids.open("a") as fh:
+        fh.write(f"{proc.pid}\\n")
+    try:
+        proc.wait()
+    except BaseException:  # what run() does: no task outlives the loop
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
+module.run = slow_run
+settings = module.LoopSettings(val=10, start=10, pool=40, top_k=5, rounds=1, seeds=2)
+module.al_loop(work, load_dataset(pool), settings, log=lambda line: None, jobs=2)
+"""
+
+
+@needs_stub_loop
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups")
+def test_terminated_jobs_stop_their_tasks(tmp_path: Path, pool_dataset: LabelledDataset) -> None:
+    script, pids = tmp_path / "loop.py", tmp_path / "pids.txt"
+    script.write_text(TERMINATED_LOOP, encoding="utf-8")
+    folder = str(pool_dataset.annotations_file.parent)
+    arguments = [sys.executable, str(script), str(tmp_path / "work"), folder, str(pids)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    loop = subprocess.Popen(arguments, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(_lines(pids)) < 2:  # both jobs in a task
+        time.sleep(0.1)
+    assert len(_lines(pids)) == 2, "the jobs never started their tasks"
+    os.killpg(loop.pid, signal.SIGTERM)  # the loop and its jobs, not the tasks' sessions
+    loop.wait(timeout=30)
+    tasks = [int(pid) for pid in _lines(pids)]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in tasks):
+        time.sleep(0.1)
+    assert not [pid for pid in tasks if _alive(pid)]
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").split() if path.is_file() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not reaped: its parent, the job, was killed) is no running task
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    return True
+
+
+@pytest.mark.parametrize(
+    "jobs, cores_per_job, message",
+    [
+        (0, None, "jobs must be a whole number of at least 1, got 0"),
+        (1, 0, "cores_per_job must be a whole number of at least 1, got 0"),
+        (1000, 1, r"1000 job\(s\) of 1 core\(s\) need 1000 CPU cores; this process may use"),
+    ],
+)
+def test_bad_jobs_are_refused_before_any_task_runs(
+    tmp_path: Path,
+    pool_dataset: LabelledDataset,
+    jobs: int,
+    cores_per_job: int | None,
+    message: str,
+) -> None:
+    if cores_per_job and not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no pinning on this system")
+    with pytest.raises(ValueError, match=message):
+        al_loop(
+            tmp_path / "bad",
+            pool_dataset,
+            LoopSettings(**TINY),
+            log=lambda line: None,
+            jobs=jobs,
+            cores_per_job=cores_per_job,
+        )
+    assert not (tmp_path / "bad").exists()
 
 
 # --- container mode ------------------------------------------------------------------------------
@@ -475,3 +668,5 @@ def test_cli_al_loop(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "holds another experiment" in capsys.readouterr().err
     assert devkit_main(["al-loop", "--work", str(tmp_path / "x"), "--dataset", str(tmp_path)]) == 2
     assert "json files" in capsys.readouterr().err
+    assert devkit_main([*arguments, "--jobs", "0"]) == 2
+    assert "jobs must be a whole number of at least 1, got 0" in capsys.readouterr().err

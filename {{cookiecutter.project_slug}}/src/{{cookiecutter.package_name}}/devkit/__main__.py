@@ -11,8 +11,9 @@
            [--gpus 0,...] [--image IMAGE [--user UID:GID] [--shm-size S] [--docker CLI]]
     al-loop --work DIR (--dataset DIR [--annotations JSON] | --synthetic N) [--classes A,B]
            [--val N] [--start N] [--start-positives N] [--pool N] [--top-k K] [--rounds R]
-           [--algorithms A,B] [--seeds N] [--param K=V] [--mining-param K=V] [--infer-param K=V]
-           [--fine-tune] [--enrichment-only] [--timeout S] [--image IMAGE ...]
+           [--algorithms A,B] [--seeds N] [--jobs N [--cores-per-job N]] [--param K=V]
+           [--mining-param K=V] [--infer-param K=V] [--fine-tune] [--enrichment-only]
+           [--timeout S] [--image IMAGE ...]
     hyperparams [--root DIR] [--check]
 
 ``--image`` runs the built image instead of the checkout's package, the way the platform starts
@@ -217,6 +218,15 @@ def _al_loop_command(commands: argparse._SubParsersAction) -> None:
     )
     loop.add_argument(
         "--seeds", type=int, default=1, help="repetitions with other start sets (default 1)"
+    )
+    loop.add_argument(
+        "--jobs", type=int, default=1, help="seeds run at once, a process each (default 1)"
+    )
+    loop.add_argument(
+        "--cores-per-job",
+        type=int,
+        metavar="N",
+        help="pin each job and its tasks to N CPU cores of its own (Linux; default: no pinning)",
     )
     loop.add_argument("--fine-tune", action="store_true", help="train from the last round's model")
     loop.add_argument(
@@ -473,6 +483,8 @@ def _cmd_al_loop(args: argparse.Namespace) -> int:
             img_man=args.img_man,
             timeout=args.timeout,
             log=lambda line: print(line, flush=True),
+            jobs=args.jobs,
+            cores_per_job=args.cores_per_job,
             **_container_kwargs(args),
         )
     except StepFailed as error:

@@ -24,17 +24,24 @@ The work dir, each step kept for inspection::
 
 Resumable: a step that succeeded leaves ``step.json`` and is not run again; rounds, seeds and
 algorithms can be added to a finished experiment.
+
+Seeds are independent experiments: ``jobs`` runs them side by side, each job a process of its
+own (optionally pinned to ``cores_per_job`` CPU cores, which the tasks it starts inherit), the
+report written by this process from what the jobs send.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
 import resource
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from ..contract.atomic import write_bytes_atomic, write_text_atomic
 from ..contract.object_types import ObjectType
@@ -72,8 +79,10 @@ class LoopSettings:
     ``algorithms``: the mining algorithms to compare (``random`` is always added); empty
     means the mining template's default. ``seeds``: repetitions 1..seeds, each with its own
     start set and pool (the validation set is the same for all). ``*_params``: values a user
-    sets in the web UI for each task. ``fine_tune``: each round trains from the previous
-    round's model instead of from the template's starting point. ``start_positives``: how
+    sets in the web UI for each task; ``start_training_params``: round 0's over them (a start
+    model trained longer, say, as the public experiment's was to convergence). ``fine_tune``:
+    each round trains from the previous round's model instead of from the template's starting
+    point. ``start_positives``: how
     many start images hold an object of the task's classes, the others none (default: a
     random start set; see :func:`.al_dataset.split_dataset`).
     """
@@ -86,6 +95,7 @@ class LoopSettings:
     algorithms: Sequence[str] = ()
     seeds: int = 1
     training_params: dict = field(default_factory=dict)
+    start_training_params: dict = field(default_factory=dict)
     mining_params: dict = field(default_factory=dict)
     infer_params: dict = field(default_factory=dict)
     fine_tune: bool = False
@@ -96,6 +106,7 @@ class LoopSettings:
         """What a resumed run must share with the first (rounds, seeds, algorithms may grow)."""
         kept: tuple[str, ...] = ("top_k", "start", "start_positives", "val", "pool")
         kept += ("training_params", "mining_params", "infer_params", "fine_tune")
+        kept += ("start_training_params",) if self.start_training_params else ()
         values = {key: value for key, value in asdict(self).items() if key in kept}
         values.update(
             dataset=dataset.fingerprint(),
@@ -117,6 +128,8 @@ def al_loop(
     shm_size: str = DEFAULT_SHM_SIZE,
     docker: str = DEFAULT_DOCKER,
     log: Callable[[str], None] = print,
+    jobs: int = 1,
+    cores_per_job: int | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the experiment in ``work_dir``; return the report (see :mod:`.al_report`).
 
@@ -124,11 +137,18 @@ def al_loop(
     ``docker`` client; its ``/img-man`` is read first, as YMIR does when the image is added,
     and used unless ``img_man`` is given.
 
+    ``jobs``: seeds run at once, each job in a process of its own; ``cores_per_job``: pin
+    each job, and so every task it starts, to that many CPU cores of its own (Linux). The
+    results are the same as one after the other: each seed's steps depend on that seed alone.
+
     Raises:
         ValueError: bad input (sizes, classes, a work dir of another experiment, an executor
-            without training, mining or inference), before any task runs.
-        StepFailed: a task failed; the steps before it are kept for a resumed run.
+            without training, mining or inference, more cores than this process may use),
+            before any task runs.
+        StepFailed: a task failed; the steps before it are kept for a resumed run (with
+            several jobs, the other jobs finish their seeds first).
     """
+    job_cores = _job_cores(jobs, cores_per_job)
     work = prepare_work_dir(work_dir)
     runner = _Runner(work, timeout, log, image=image, user=user, shm_size=shm_size, docker=docker)
     if image and img_man is None:
@@ -177,9 +197,135 @@ def al_loop(
         random_seed_param="random_seed" in mining_template,
         runner=runner,
     )
-    for seed, split in splits.items():
-        experiment.run_seed(seed, split)
+    for split in splits.values():  # every image once, before any job starts
+        store_assets(dataset, experiment.cache, [*split.val, *split.start, *split.pool])
+    if job_cores is None:
+        for seed, split in splits.items():
+            experiment.run_seed(seed, split)
+    else:
+        _run_jobs(experiment, splits, job_cores)
     return experiment.report(final=True)
+
+
+def _job_cores(jobs: int, cores_per_job: int | None) -> list[set[int] | None] | None:
+    """The CPU cores of each job (``None``: not pinned), or ``None`` for no jobs at all (the
+    seeds one after the other in this process)."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a whole number of at least 1, got {jobs!r}")
+    if cores_per_job is None:
+        if jobs == 1:
+            return None
+        if not hasattr(os, "fork"):
+            raise ValueError("several jobs need os.fork, which this system has not")
+        return [None] * jobs
+    if not isinstance(cores_per_job, int) or cores_per_job < 1:
+        raise ValueError(
+            f"cores_per_job must be a whole number of at least 1, got {cores_per_job!r}"
+        )
+    if not hasattr(os, "sched_setaffinity"):
+        raise ValueError("this system cannot pin a process to CPU cores: leave cores_per_job out")
+    cores = sorted(os.sched_getaffinity(0))
+    if jobs * cores_per_job > len(cores):
+        raise ValueError(
+            f"{jobs} job(s) of {cores_per_job} core(s) need {jobs * cores_per_job} CPU cores; "
+            f"this process may use {len(cores)}"
+        )
+    return [set(cores[n * cores_per_job : (n + 1) * cores_per_job]) for n in range(jobs)]
+
+
+def _run_jobs(
+    experiment: _Experiment, splits: dict[int, Split], job_cores: list[set[int] | None]
+) -> None:
+    """Run the seeds in forked jobs, seed ``s`` in job ``(s - 1) % jobs``; log their lines and
+    write the report from what they send. A job's failure is raised once every job ended."""
+    context = multiprocessing.get_context("fork")
+    seeds = sorted(splits)
+    used = job_cores[: len(seeds)]
+    jobs: dict[Any, tuple[Any, list[int]]] = {}
+    for number, cores in enumerate(used):
+        share = seeds[number :: len(used)]
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_job, args=(experiment, {s: splits[s] for s in share}, cores, sender)
+        )
+        process.start()
+        sender.close()  # the job holds the only sending end: its exit ends the pipe
+        jobs[receiver] = (process, share)
+    failures: dict[Any, tuple[bool, str]] = {}
+    try:
+        _follow_jobs(experiment, list(jobs), failures)
+    except BaseException:  # Ctrl-C, or the report could not be written: stop every job's task
+        for process, _ in jobs.values():
+            process.terminate()
+        raise
+    for receiver, (process, share) in jobs.items():
+        process.join()
+        if process.exitcode and receiver not in failures:  # killed: memory, a signal
+            seeds_text = ", ".join(map(str, share))
+            failures[receiver] = (
+                False,
+                f"the job of seed(s) {seeds_text} ended with exit code {process.exitcode}",
+            )
+    if failures:
+        step_failed = [text for is_step, text in failures.values() if is_step]
+        if step_failed:
+            raise StepFailed("\n".join(step_failed))
+        raise RuntimeError("\n".join(text for _, text in failures.values()))
+
+
+def _follow_jobs(
+    experiment: _Experiment, receivers: list[Any], failures: dict[Any, tuple[bool, str]]
+) -> None:
+    """Until every job has ended: log their lines, write the report from their results, note
+    their failures."""
+    waiting = list(receivers)
+    while waiting:
+        for ready in multiprocessing.connection.wait(waiting):
+            receiver = cast(multiprocessing.connection.Connection, ready)
+            try:
+                kind, *payload = receiver.recv()
+            except EOFError:
+                waiting.remove(receiver)
+                continue
+            if kind == "log":
+                experiment.runner.log(payload[0])
+            elif kind == "progress":
+                seed, runs, enrichment = payload
+                experiment.runs[seed], experiment.enrichment[seed] = runs, enrichment
+                experiment.report(final=False)
+            else:
+                failures[receiver] = (payload[0], payload[1])
+
+
+def _job(
+    experiment: _Experiment,
+    splits: dict[int, Split],
+    cores: set[int] | None,
+    sender: multiprocessing.connection.Connection,
+) -> None:
+    """One job, in its forked process: run its seeds, sending log lines and results."""
+    # terminated (by the parent, or a kill of the process group): stop the running task too,
+    # which run() does on any exception; a plain SIGTERM would leave it running
+    signal.signal(signal.SIGTERM, _interrupted)
+    if cores:
+        os.sched_setaffinity(0, cores)
+    experiment.runner.log = lambda line: sender.send(("log", line))
+    experiment.publish = lambda seed: sender.send(
+        ("progress", seed, experiment.runs[seed], experiment.enrichment[seed])
+    )
+    try:
+        for seed, split in splits.items():
+            experiment.run_seed(seed, split)
+    except StepFailed as error:
+        sender.send(("failed", True, str(error)))
+        raise SystemExit(1) from None
+    except BaseException as error:  # whatever stopped it, the parent says what
+        sender.send(("failed", False, f"seed job: {type(error).__name__}: {error}"))
+        raise SystemExit(1) from None
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _algorithms(requested: Sequence[str], mining_template: dict) -> list[str]:
@@ -244,12 +390,13 @@ class _Experiment:
     # seed -> algorithm -> the enrichment of its first top-k
     enrichment: dict[int, dict[str, dict]] = field(default_factory=dict)
     splits: dict[int, Split] = field(default_factory=dict)
+    # in a job (see _run_jobs): sends a seed's results to the process that writes the report
+    publish: Callable[[int], None] | None = None
 
     def run_seed(self, seed: int, split: Split) -> None:
         self.splits[seed] = split
         self.runs[seed] = {algorithm: [] for algorithm in self.algorithms}
         self.enrichment[seed] = {}
-        store_assets(self.dataset, self.cache, [*split.val, *split.start, *split.pool])
         root = self.work / f"seed-{seed}"
         root.mkdir(exist_ok=True)
         write_text_atomic(root / "split.json", json.dumps(self._split_record(split), indent=1))
@@ -282,7 +429,7 @@ class _Experiment:
                         self.dataset, split.pool, selected, missed, self.rare_class
                     )
                 labelled[algorithm] += selected
-            self.report(final=False)
+            self.progress(seed)
             if self.settings.enrichment_only:
                 break
             for algorithm in self.algorithms:
@@ -298,7 +445,8 @@ class _Experiment:
                         "metrics": metrics,
                     }
                 )
-            self.report(final=False)
+            self.progress(seed)
+        self.progress(seed)  # also a seed without rounds
 
     # --- steps -----------------------------------------------------------------------------------
 
@@ -315,6 +463,9 @@ class _Experiment:
         split = self.splits[seed]
         what = f"seed {seed} round {round_number}" + (f" {algorithm}" if algorithm else "")
         tar = folder / MODEL_TAR
+        params = dict(self.settings.training_params)
+        if round_number == 0:
+            params.update(self.settings.start_training_params)
 
         def train(work: Path) -> dict:
             write_training_task(
@@ -325,7 +476,7 @@ class _Experiment:
                 self.object_type,
                 self.img_man,
                 self.cache,
-                self.settings.training_params,
+                params,
                 pretrained=pretrained,
             )
             self.runner.run_task(f"{what}: training", work)
@@ -474,6 +625,13 @@ class _Experiment:
             name: [self.dataset.images[i].asset_id for i in getattr(split, name)]
             for name in ("val", "start", "pool")
         }
+
+    def progress(self, seed: int) -> None:
+        """The seed's results so far go to the report files, or from a job to its parent."""
+        if self.publish is not None:
+            self.publish(seed)
+        else:
+            self.report(final=False)
 
     def report(self, final: bool) -> dict[str, Any]:
         report = al_report.build_report(
