@@ -596,6 +596,71 @@ def test_a_foreign_work_dir_is_never_touched(tmp_path: Path, pool_dataset) -> No
     assert os.listdir(tmp_path) == ["mine.txt"]
 
 
+# --- the synthetic pool --------------------------------------------------------------------------
+
+
+def test_pool_lookalikes_and_a_faint_rare_class(tmp_path: Path) -> None:
+    """Lookalikes: the rare class's ellipses, unannotated and without the white dot that the
+    rare objects then carry; ``rare_contrast`` fades both into the background."""
+    size = 64
+
+    def rare_objects(recipe: PoolRecipe, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        dataset = load_dataset(tmp_path / name, write_pool(tmp_path / name, recipe), ["rare"])
+        found = []
+        for image in dataset.images:
+            pixels = np.asarray(Image.open(image.source).convert("RGB"), dtype=float)
+            for obj in image.objects:
+                found.append((pixels, object_mask(obj, image)))
+        return found
+
+    full = rare_objects(PoolRecipe(images=40, image_size=size, rare_fraction=1.0), "plain")
+    marked = rare_objects(
+        PoolRecipe(images=40, image_size=size, rare_fraction=1.0, lookalike_fraction=0.5), "dots"
+    )
+    faint = rare_objects(
+        PoolRecipe(
+            images=40,
+            image_size=size,
+            rare_fraction=1.0,
+            lookalike_fraction=0.5,
+            rare_contrast=0.5,
+        ),
+        "faint",
+    )
+    assert len(full) == len(marked) == len(faint) == 40  # the same objects, drawn otherwise
+
+    def brightest(pixels: np.ndarray, mask: np.ndarray) -> float:
+        return float(pixels[mask].sum(axis=1).max())
+
+    def blue_over_red(pixels: np.ndarray, mask: np.ndarray) -> float:
+        body = np.median(pixels[mask], axis=0)
+        return float(body[2] - body[0])
+
+    # a white dot inside every marked rare object, none inside the plain ones
+    assert all(brightest(*obj) < 600 for obj in full)
+    assert all(brightest(*obj) > 600 for obj in marked)
+    # faded: the body's blue stands out less from the (grey-ish) background
+    assert np.mean([blue_over_red(*o) for o in faint]) < 0.7 * np.mean(
+        [blue_over_red(*o) for o in marked]
+    )
+    # lookalikes are never annotated: a pool of nothing else has no objects, but blue ellipses
+    only = PoolRecipe(
+        images=10,
+        image_size=size,
+        rare_fraction=0.0,
+        common_fraction=0.0,
+        distractor_fraction=0.0,
+        lookalike_fraction=1.0,
+    )
+    dataset = load_dataset(tmp_path / "only", write_pool(tmp_path / "only", only))
+    assert not any(image.objects for image in dataset.images)
+    for image in dataset.images:
+        pixels = np.asarray(Image.open(image.source).convert("RGB"), dtype=int)
+        assert ((pixels[..., 2] - pixels[..., 0]) > 100).sum() > 30  # a blue blob
+    with pytest.raises(ValueError, match="rare_contrast must be between 0 and 1, got 2"):
+        PoolRecipe(rare_contrast=2).check()
+
+
 # --- the measures --------------------------------------------------------------------------------
 
 

@@ -9,6 +9,14 @@ things. This pool has the same ingredients, small enough for a CPU:
 - distractors, never annotated: blue triangles (the rare class's colour) and violet ellipses
   (its shape), in about ``distractor_fraction`` of the images, so that a model that learnt
   "blue" or "round" from a handful of rare examples fires on them;
+- lookalikes, never annotated, only with ``lookalike_fraction`` above 0: the rare class's
+  blue ellipses without the white centre dot that the rare objects then carry, in about
+  ``lookalike_fraction`` of the images;
+- ``rare_contrast`` below 1 blends the rare objects and the lookalikes (their dot too) into
+  the background under them. At full contrast a detector trained from scratch finds the rare
+  class from 5 examples (AP@0.5 above 0.9 at 64 px), so labelling more of it cannot show; a
+  faint one is still learnt from 20 (AP@0.5 near 0.2) and keeps gaining from more, as real
+  classes do;
 - every image has a cluttered background (noise and faint blobs); images without any
   annotated object are the negatives.
 
@@ -24,7 +32,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -45,6 +53,8 @@ class PoolRecipe:
     rare_fraction: float = 0.08
     common_fraction: float = 0.45
     distractor_fraction: float = 0.5
+    lookalike_fraction: float = 0.0
+    rare_contrast: float = 1.0
     seed: int = 0
 
     def check(self) -> None:
@@ -52,7 +62,8 @@ class PoolRecipe:
             raise ValueError(f"a pool needs at least one image, got {self.images}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size}")
-        for name in ("rare_fraction", "common_fraction", "distractor_fraction"):
+        fractions = ("rare_fraction", "common_fraction", "distractor_fraction")
+        for name in (*fractions, "lookalike_fraction", "rare_contrast"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
@@ -107,7 +118,6 @@ def draw_image(
     but not returned."""
     size = recipe.image_size
     image = _background(rng, size)
-    draw = ImageDraw.Draw(image)
     # Objects are placed in free cells of a 2 x 2 grid, so they never overlap (the masks stay
     # disjoint, which keeps semantic labels unambiguous).
     cells = [(0, 0), (0, 1), (1, 0), (1, 1)]
@@ -121,9 +131,14 @@ def draw_image(
         planned += [
             ("blue-triangle", "violet-ellipse")[rng.randint(2)] for _ in range(1 + rng.randint(2))
         ]
+    # drawn only when asked for, so that a recipe without lookalikes keeps its images
+    if recipe.lookalike_fraction and rng.rand() < recipe.lookalike_fraction:
+        planned.insert(0, "lookalike")
+    marked = bool(recipe.lookalike_fraction)
     objects = []
     for kind, (row, column) in zip(planned, cells):
-        mask = _draw_object(draw, rng, kind, size, row, column)
+        contrast = recipe.rare_contrast if kind in ("rare", "lookalike") else 1.0
+        mask = _draw_object(image, rng, kind, row, column, marked, contrast)
         if kind in ("common", "rare") and mask.any():
             objects.append((COMMON if kind == "common" else RARE, mask))
     return image, objects
@@ -144,14 +159,18 @@ def _background(rng: np.random.RandomState, size: int) -> Image.Image:
 
 
 def _draw_object(
-    draw: ImageDraw.ImageDraw,
+    image: Image.Image,
     rng: np.random.RandomState,
     kind: str,
-    size: int,
     row: int,
     column: int,
+    marked: bool = False,
+    contrast: float = 1.0,
 ) -> np.ndarray:
-    """Draw one object inside its grid cell; return its mask."""
+    """Draw one object inside its grid cell; return its mask. ``marked``: a rare object gets
+    the white centre dot that tells it from a lookalike; ``contrast`` below 1 blends the
+    object's colour with the mean colour of the background under it, and the dot with that."""
+    size = image.width
     cell = size // 2
     width = int(rng.randint(int(cell * 0.45), int(cell * 0.95) + 1))
     height = int(rng.randint(int(cell * 0.45), int(cell * 0.95) + 1))
@@ -162,8 +181,13 @@ def _draw_object(
         colour = (int(rng.randint(190, 240)), int(rng.randint(40, 140)), int(rng.randint(20, 70)))
     elif kind == "violet-ellipse":
         colour = (int(rng.randint(120, 170)), int(rng.randint(40, 80)), int(rng.randint(170, 230)))
-    else:  # rare and blue triangles: the same blues
+    else:  # rare, lookalikes and blue triangles: the same blues
         colour = (int(rng.randint(20, 70)), int(rng.randint(60, 120)), int(rng.randint(180, 240)))
+    if contrast < 1.0:
+        under = np.asarray(image.crop((left, top, left + width, top + height))).reshape(-1, 3)
+        colour = _blend(colour, under.mean(axis=0), contrast)
+
+    draw = ImageDraw.Draw(image)
     mask_image = Image.new("L", (size, size), 0)
     mask_draw = ImageDraw.Draw(mask_image)
     if kind == "common":
@@ -181,4 +205,15 @@ def _draw_object(
     else:
         draw.ellipse(box, fill=colour)
         mask_draw.ellipse(box, fill=255)
+        if kind == "rare" and marked:
+            radius = max(1, min(width, height) // 6)
+            x, y = left + width // 2, top + height // 2
+            shade = int(rng.randint(225, 256))
+            dot = _blend((shade,) * 3, colour, contrast)  # faint on the faint body
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=dot)
     return np.asarray(mask_image) > 0
+
+
+def _blend(colour: Sequence[float], under: Sequence[float], contrast: float) -> tuple[int, ...]:
+    """``contrast`` of ``colour`` over ``under`` (1: ``colour`` itself)."""
+    return tuple(round(float(contrast * c + (1 - contrast) * u)) for c, u in zip(colour, under))
