@@ -177,6 +177,7 @@ def _draw_object(
     left = column * cell + int(rng.randint(0, cell - width + 1))
     top = row * cell + int(rng.randint(0, cell - height + 1))
     box = [left, top, left + width - 1, top + height - 1]
+    colour: tuple[int, ...]
     if kind == "common":  # warm: red to orange
         colour = (int(rng.randint(190, 240)), int(rng.randint(40, 140)), int(rng.randint(20, 70)))
     elif kind == "violet-ellipse":
@@ -186,7 +187,6 @@ def _draw_object(
     if contrast < 1.0:
         under = np.asarray(image.crop((left, top, left + width, top + height))).reshape(-1, 3)
         colour = _blend(colour, under.mean(axis=0), contrast)
-
     draw = ImageDraw.Draw(image)
     mask_image = Image.new("L", (size, size), 0)
     mask_draw = ImageDraw.Draw(mask_image)
