@@ -24,7 +24,6 @@ resumes where it stopped. Example::
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import time
@@ -33,7 +32,12 @@ from pathlib import Path
 from {{ cookiecutter.package_name }}.contract.params import load_template, manifest_object_type
 from {{ cookiecutter.package_name }}.devkit import al_report
 from {{ cookiecutter.package_name }}.devkit.al_dataset import load_dataset
-from {{ cookiecutter.package_name }}.devkit.al_loop import LoopSettings, StepFailed, al_loop
+from {{ cookiecutter.package_name }}.devkit.al_loop import (
+    LoopSettings,
+    StepFailed,
+    al_loop,
+    one_job_per_core,
+)
 from {{ cookiecutter.package_name }}.devkit.pool import PoolRecipe, write_pool
 from {{ cookiecutter.package_name }}.devkit.synth import default_img_man
 
@@ -153,7 +157,7 @@ def main() -> None:
     )
     jobs, cores_per_job = 1, None
     if setting["one_core"]:
-        jobs, cores_per_job, line = one_core_jobs(settings.seeds)
+        jobs, cores_per_job, line = one_job_per_core(settings.seeds)
         print(line, flush=True)
     started = time.monotonic()
     folder = work.absolute().parent / f"{work.name}-data"
@@ -173,22 +177,6 @@ def main() -> None:
     for line in al_report.verdict(report, default_algorithm, GOAL):
         print(line)
     print(timing(time.monotonic() - started))
-
-
-def one_core_jobs(seeds: int) -> tuple[int, int | None, str]:
-    """Jobs and cores per job that run the seeds side by side, each on one CPU core of its
-    own, and say so: ``(jobs, cores_per_job, line)``.
-
-    PyTorch on one core runs one thread. The CPU settings' tensors (64 px images) are too small
-    for a second thread to help: a round-1 training of the MMDetection setting took 73 CPU
-    seconds (74 s wall) on one thread, 346 CPU seconds (308 s wall) on two while one other job
-    ran on the machine's 2 cores, its threads spinning while they wait for each other. The
-    seeds are independent, so the cores are better spent on one seed each.
-    """
-    if not hasattr(os, "sched_setaffinity"):  # macOS, Windows: as many threads as cores
-        return 1, None, "the seeds one after the other, on all cores (no pinning on this system)"
-    jobs = max(1, min(seeds, len(os.sched_getaffinity(0))))
-    return jobs, 1, f"{jobs} seed(s) at once, each on a CPU core of its own (one PyTorch thread)"
 
 
 def timing(wall: float) -> str:

@@ -148,19 +148,18 @@ def assert_mining_report(output: str, metric: str, algorithms: list) -> None:
 
 
 def assert_mining_benchmark_pins_one_core(script: Path) -> None:
-    """The CPU settings run a seed per core, so every task with one PyTorch thread: the jobs
-    the benchmark's ``one_core_jobs()`` asks the loop for are pinned to a core each (as the
-    loop pins a job: ``al_loop._job_cores``), and a task started there starts one thread."""
+    """The CPU settings run a seed per core, so every task with one PyTorch thread: the
+    benchmark asks the loop for ``one_job_per_core()``, whose jobs are pinned to a core each
+    (as the loop pins a job: ``al_loop._job_cores``), and a task started there starts one
+    thread."""
     if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs a system that pins processes, with at least 2 cores")
+    assert "one_job_per_core(settings.seeds)" in script.read_text(encoding="utf-8")
     probe = "import os, torch; print(len(os.sched_getaffinity(0)), torch.get_num_threads())"
     code = (
-        "import importlib.util, os, subprocess, sys\n"
+        "import os, subprocess, sys\n"
         "from {{ cookiecutter.package_name }}.devkit import al_loop\n"
-        f"spec = importlib.util.spec_from_file_location('benchmark', {str(script)!r})\n"
-        "benchmark = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(benchmark)\n"
-        "jobs, cores_per_job, line = benchmark.one_core_jobs(2)\n"
+        "jobs, cores_per_job, line = al_loop.one_job_per_core(2)\n"
         "print(jobs, cores_per_job, line, flush=True)\n"
         "os.sched_setaffinity(0, al_loop._job_cores(jobs, cores_per_job)[-1])\n"
         f"subprocess.run([sys.executable, '-c', {probe!r}], check=True)\n"
