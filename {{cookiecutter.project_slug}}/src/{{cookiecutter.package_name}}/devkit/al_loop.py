@@ -82,9 +82,8 @@ class LoopSettings:
     sets in the web UI for each task; ``start_training_params``: round 0's over them (a start
     model trained longer, say, as the public experiment's was to convergence). ``fine_tune``:
     each round trains from the previous round's model instead of from the template's starting
-    point. ``start_positives``: how
-    many start images hold an object of the task's classes, the others none (default: a
-    random start set; see :func:`.al_dataset.split_dataset`).
+    point. ``start_positives``: how many start images hold an object of the task's classes,
+    the others none (default: a random start set; see :func:`.al_dataset.split_dataset`).
     """
 
     top_k: int = 50
