@@ -12,7 +12,7 @@ things. This pool has the same ingredients, small enough for a CPU:
 - lookalikes, never annotated, only with ``lookalike_fraction`` above 0: the rare class's
   blue ellipses without the white centre dot that the rare objects then carry, in about
   ``lookalike_fraction`` of the images;
-- ``rare_contrast`` below 1 blends the rare objects and the lookalikes (their dot too) into
+- ``rare_contrast`` below 1 blends the rare objects (their dot too) and the lookalikes into
   the background under them. At full contrast a detector trained from scratch finds the rare
   class from 5 examples (AP@0.5 above 0.9 at 64 px), so labelling more of it cannot show; a
   faint one is still learnt from 20 (AP@0.5 near 0.2) and keeps gaining from more, as real
